@@ -1,0 +1,144 @@
+"""visionatlas: a plugin-based catalog of PyTorch computer-vision architectures.
+
+Importing this package is cheap: torch, torchvision and pydantic load on first use of the
+names that need them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from visionatlas.api import (
+    config_schema,
+    create_backbone,
+    create_head,
+    create_model,
+    get_architecture,
+    get_backbone,
+    get_task,
+    list_architectures,
+    list_backbones,
+    list_heads,
+    list_plugins,
+    list_tasks,
+    register,
+    register_plugin,
+)
+from visionatlas.catalog import BuildInfo, Catalog, get_catalog, set_catalog, use_catalog
+from visionatlas.errors import (
+    DuplicateNameError,
+    IncompatibleBackboneError,
+    PluginError,
+    PretrainedWeightsError,
+    ShapeInferenceError,
+    UnknownArchitectureError,
+    UnknownBackboneError,
+    UnknownHeadError,
+    UnknownNameError,
+    UnknownTaskError,
+    VisionAtlasError,
+)
+from visionatlas.hookspecs import API_VERSION, hookimpl
+from visionatlas.registry import PluginReport, Problem, Registrar
+from visionatlas.specs import (
+    ArchitectureSpec,
+    BackboneSpec,
+    FeatureLevel,
+    HeadSpec,
+    Hyperparameters,
+    PluginRef,
+    TaskSpec,
+)
+
+if TYPE_CHECKING:
+    from visionatlas.backbones.base import Backbone
+    from visionatlas.config import BackboneConfig, ModelConfig
+    from visionatlas.inspection import (
+        LayerInfo,
+        ModelSummary,
+        count_parameters,
+        infer_output_shape,
+        summary,
+    )
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "Backbone": "visionatlas.backbones.base",
+    "BackboneConfig": "visionatlas.config",
+    "ModelConfig": "visionatlas.config",
+    "LayerInfo": "visionatlas.inspection",
+    "ModelSummary": "visionatlas.inspection",
+    "count_parameters": "visionatlas.inspection",
+    "infer_output_shape": "visionatlas.inspection",
+    "summary": "visionatlas.inspection",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'visionatlas' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "API_VERSION",
+    "ArchitectureSpec",
+    "Backbone",
+    "BackboneConfig",
+    "BackboneSpec",
+    "BuildInfo",
+    "Catalog",
+    "DuplicateNameError",
+    "FeatureLevel",
+    "HeadSpec",
+    "Hyperparameters",
+    "IncompatibleBackboneError",
+    "LayerInfo",
+    "ModelConfig",
+    "ModelSummary",
+    "PluginError",
+    "PluginRef",
+    "PluginReport",
+    "PretrainedWeightsError",
+    "Problem",
+    "Registrar",
+    "ShapeInferenceError",
+    "TaskSpec",
+    "UnknownArchitectureError",
+    "UnknownBackboneError",
+    "UnknownHeadError",
+    "UnknownNameError",
+    "UnknownTaskError",
+    "VisionAtlasError",
+    "__version__",
+    "config_schema",
+    "count_parameters",
+    "create_backbone",
+    "create_head",
+    "create_model",
+    "get_architecture",
+    "get_backbone",
+    "get_catalog",
+    "get_task",
+    "hookimpl",
+    "infer_output_shape",
+    "list_architectures",
+    "list_backbones",
+    "list_heads",
+    "list_plugins",
+    "list_tasks",
+    "register",
+    "register_plugin",
+    "set_catalog",
+    "summary",
+    "use_catalog",
+]

@@ -1,0 +1,252 @@
+"""Build the plugin manager: hook specs, built-in plugins, entry points, isolation."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as metadata
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pluggy
+
+from visionatlas import hookspecs
+from visionatlas.errors import close_matches
+from visionatlas.registry import PluginReport, Registrar, Registry
+
+__all__ = [
+    "AUTOLOAD_ENV",
+    "BLOCKED_ENV",
+    "BUILTIN_PLUGINS",
+    "PHASES",
+    "LoadedPlugins",
+    "load_plugins",
+]
+
+AUTOLOAD_ENV = "VISIONATLAS_DISABLE_PLUGIN_AUTOLOAD"
+BLOCKED_ENV = "VISIONATLAS_BLOCKED_PLUGINS"
+BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
+    ("builtin-backbones", "visionatlas.backbones.builtin"),
+)
+PHASES: tuple[str, ...] = (
+    "visionatlas_register_tasks",
+    "visionatlas_register_backbones",
+    "visionatlas_register_heads",
+    "visionatlas_register_architectures",
+)
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def autoload_disabled() -> bool:
+    return os.environ.get(AUTOLOAD_ENV, "").strip().lower() in _TRUE
+
+
+def blocked_from_env() -> set[str]:
+    raw = os.environ.get(BLOCKED_ENV, "")
+    return {part.strip() for part in raw.replace(";", ",").split(",") if part.strip()}
+
+
+@dataclass
+class LoadedPlugins:
+    """The plugin manager, the registry it filled, and one report per plugin."""
+
+    manager: pluggy.PluginManager
+    registry: Registry
+    reports: dict[str, PluginReport] = field(default_factory=dict)
+    order: list[object] = field(default_factory=list)
+
+    def add(self, plugin: object, report: PluginReport, *, strict: bool = False) -> bool:
+        """Register ``plugin`` with the manager and check it; do not run its hooks yet."""
+        self.reports[report.name] = report
+        try:
+            self.manager.register(plugin, name=report.name)
+        except (ValueError, pluggy.PluginValidationError) as err:
+            report.add_problem("malformed", f"cannot register plugin: {err}", "load")
+            if strict:
+                raise
+            return False
+        report.loaded = True
+        self.order.append(plugin)
+        _check_unknown_hooks(self.manager, plugin, report)
+        if not _check_api_version(self.manager, plugin, report):
+            self.manager.unregister(plugin)
+            self.order.remove(plugin)
+            report.loaded = False
+            return False
+        return True
+
+    def run_phases(self, plugins: Sequence[object], *, strict: bool = False) -> None:
+        """Run the registration hooks of ``plugins``, phase by phase, each isolated."""
+        rank = {id(p): i for i, p in enumerate(plugins)}
+        for phase in PHASES:
+            caller = getattr(self.manager.hook, phase)
+            impls = [i for i in caller.get_hookimpls() if id(i.plugin) in rank]
+            impls.sort(key=lambda impl: rank[id(impl.plugin)])
+            for impl in impls:
+                report = self.reports[impl.plugin_name]
+                Registrar(self.registry, report, strict=strict).run(phase, impl.function)
+
+
+def _check_unknown_hooks(
+    manager: pluggy.PluginManager, plugin: object, report: PluginReport
+) -> None:
+    known = {name for name in dir(hookspecs) if name.startswith("visionatlas_")}
+    for caller_name in dir(manager.hook):
+        if not caller_name.startswith("visionatlas_") or caller_name in known:
+            continue
+        caller = getattr(manager.hook, caller_name)
+        if any(impl.plugin is plugin for impl in caller.get_hookimpls()):
+            hint = close_matches(caller_name, known, n=1)
+            suggestion = f"; did you mean {hint[0]!r}?" if hint else ""
+            report.add_problem(
+                "unknown-hook",
+                f"implements {caller_name!r}, which is not a visionatlas hook{suggestion}",
+                "load",
+            )
+
+
+def _check_api_version(
+    manager: pluggy.PluginManager, plugin: object, report: PluginReport
+) -> bool:
+    for impl in manager.hook.visionatlas_api_version.get_hookimpls():
+        if impl.plugin is not plugin:
+            continue
+        try:
+            declared = impl.function()
+        except Exception as err:
+            report.add_problem("hook-error", f"{type(err).__name__}: {err}", "api version")
+            report.incompatible = True
+            return False
+        if declared != hookspecs.API_VERSION:
+            report.add_problem(
+                "incompatible",
+                f"written for visionatlas hook API {declared!r}, but this core "
+                f"(visionatlas {_core_version()}) provides API {hookspecs.API_VERSION}; "
+                "install a release of the plugin made for this API",
+                "api version",
+            )
+            report.incompatible = True
+            return False
+    return True
+
+
+def _core_version() -> str:
+    try:
+        return metadata.version("visionatlas")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _entry_points() -> list[metadata.EntryPoint]:
+    """Entry points of the plugin group, deduplicated and in a deterministic order."""
+    seen: dict[str, metadata.EntryPoint] = {}
+    duplicates: list[metadata.EntryPoint] = []
+    for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+        if ep.name in seen:
+            if _dist_name(seen[ep.name]) != _dist_name(ep):
+                duplicates.append(ep)
+            continue
+        seen[ep.name] = ep
+    ordered = sorted(seen.values(), key=lambda ep: (ep.name, _dist_name(ep) or ""))
+    return ordered + sorted(duplicates, key=lambda ep: (ep.name, _dist_name(ep) or ""))
+
+
+def _dist_name(ep: metadata.EntryPoint) -> str | None:
+    dist = getattr(ep, "dist", None)
+    return dist.metadata["Name"] if dist is not None else None
+
+
+def _report_for(ep: metadata.EntryPoint) -> PluginReport:
+    dist = getattr(ep, "dist", None)
+    return PluginReport(
+        name=ep.name,
+        distribution=dist.metadata["Name"] if dist is not None else None,
+        version=dist.version if dist is not None else None,
+        module=ep.value,
+    )
+
+
+def load_plugins(
+    *,
+    builtins: bool = True,
+    entry_points: bool | None = None,
+    blocked: Iterable[str] | None = None,
+    plugins: Iterable[object] = (),
+) -> LoadedPlugins:
+    """Discover and register plugins, isolating every failure in the plugin's report.
+
+    ``entry_points=None`` follows the :data:`AUTOLOAD_ENV` environment variable; ``blocked``
+    (entry-point or distribution names) adds to :data:`BLOCKED_ENV`.
+    """
+    manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
+    manager.add_hookspecs(hookspecs)
+    loaded = LoadedPlugins(manager=manager, registry=Registry())
+    blocked_names = blocked_from_env() | set(blocked or ())
+    if entry_points is None:
+        entry_points = not autoload_disabled()
+
+    if builtins:
+        for name, module_name in BUILTIN_PLUGINS:
+            report = PluginReport(
+                name=name,
+                distribution="visionatlas",
+                version=_core_version(),
+                module=module_name,
+                builtin=True,
+            )
+            try:
+                module = importlib.import_module(module_name)
+            except Exception as err:  # a broken built-in is reported like any plugin
+                loaded.reports[name] = report
+                report.add_problem("import-error", f"{type(err).__name__}: {err}", "import")
+                continue
+            loaded.add(module, report)
+
+    if entry_points:
+        taken = set(loaded.reports)
+        for ep in _entry_points():
+            report = _report_for(ep)
+            if ep.name in taken:
+                report.name = f"{ep.name}@{report.distribution}"
+                report.add_problem(
+                    "duplicate",
+                    f"plugin name {ep.name!r} is already used by "
+                    f"{loaded.reports[ep.name].ref}; this one is skipped",
+                    "load",
+                )
+                loaded.reports[report.name] = report
+                continue
+            taken.add(ep.name)
+            if ep.name in blocked_names or (report.distribution in blocked_names):
+                report.blocked = True
+                loaded.reports[report.name] = report
+                manager.set_blocked(ep.name)
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as err:  # isolate: one plugin must not break discovery
+                loaded.reports[report.name] = report
+                report.add_problem("import-error", f"{type(err).__name__}: {err}", "import")
+                continue
+            loaded.add(plugin, report)
+
+    for plugin in plugins:
+        loaded.add(plugin, programmatic_report(plugin))
+
+    loaded.run_phases(loaded.order)
+    return loaded
+
+
+def programmatic_report(plugin: object, name: str | None = None) -> PluginReport:
+    """A report for a plugin object registered from code rather than an entry point."""
+    module = plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__module__
+    label = name or (
+        plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__qualname__
+    )
+    return PluginReport(name=label, module=module)
+
+
+def describe(plugin: Any) -> str:
+    return plugin.__name__ if isinstance(plugin, ModuleType) else repr(plugin)

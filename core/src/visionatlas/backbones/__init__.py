@@ -1,0 +1,1 @@
+"""Backbones: the unified interface and the built-in torchvision families."""

@@ -1,0 +1,412 @@
+"""The catalog: read-only queries over what plugins registered, and model construction.
+
+Queries (tasks, architectures, backbones, metadata) import neither torch nor pydantic;
+building a model imports the providing plugin's heavy module on first use.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import fnmatch
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from visionatlas._lazy import resolve
+from visionatlas._plugins import LoadedPlugins, load_plugins, programmatic_report
+from visionatlas.errors import (
+    PluginError,
+    UnknownArchitectureError,
+    UnknownBackboneError,
+    UnknownHeadError,
+    UnknownTaskError,
+)
+from visionatlas.registry import PluginReport, Registrar
+from visionatlas.specs import (
+    ArchitectureSpec,
+    BackboneSpec,
+    HeadSpec,
+    Hyperparameters,
+    PluginRef,
+    TaskSpec,
+)
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from visionatlas.backbones.base import Backbone
+    from visionatlas.config import BackboneConfig, ModelConfig
+
+__all__ = [
+    "BuildInfo",
+    "Catalog",
+    "current_catalog",
+    "get_catalog",
+    "set_catalog",
+    "use_catalog",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    """How a model was built; attached to models as ``model.visionatlas_info``."""
+
+    task: str
+    architecture: str
+    config: dict[str, Any]
+    num_classes: int
+    plugin: str | None
+    distribution: str | None
+    version: str | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _matches(name: str, pattern: str | None) -> bool:
+    return pattern is None or fnmatch.fnmatchcase(name.lower(), pattern.lower())
+
+
+class Catalog:
+    """A set of discovered plugins and everything they registered.
+
+    ``Catalog()`` discovers built-ins and entry points on first use. Pass
+    ``entry_points=False`` and ``plugins=[...]`` for an isolated catalog (tests, notebooks).
+    """
+
+    def __init__(
+        self,
+        *,
+        builtins: bool = True,
+        entry_points: bool | None = None,
+        blocked: Iterable[str] | None = None,
+        plugins: Iterable[object] = (),
+    ) -> None:
+        self._options: dict[str, Any] = {
+            "builtins": builtins,
+            "entry_points": entry_points,
+            "blocked": tuple(blocked or ()),
+            "plugins": tuple(plugins),
+        }
+        self._loaded: LoadedPlugins | None = None
+        self._lock = threading.RLock()
+
+    # -- discovery -------------------------------------------------------------------------
+    @property
+    def _state(self) -> LoadedPlugins:
+        if self._loaded is None:
+            with self._lock:
+                if self._loaded is None:
+                    self._loaded = load_plugins(**self._options)
+        return self._loaded
+
+    def list_plugins(self) -> list[PluginReport]:
+        """One report per plugin: distribution, version, what it registered, problems."""
+        return list(self._state.reports.values())
+
+    def register_plugin(self, plugin: object, *, name: str | None = None) -> PluginReport:
+        """Register a plugin object (a module or instance with hook implementations).
+
+        Its hooks run at once. Problems are isolated as for discovered plugins, then raised
+        as one :class:`PluginError` so that a script notices them.
+        """
+        state = self._state
+        report = programmatic_report(plugin, name)
+        if report.name in state.reports:
+            raise PluginError(f"a plugin named {report.name!r} is already registered; "
+                              "pass name=... to register this one", plugin=report.name)
+        with self._lock:
+            if state.add(plugin, report):
+                state.run_phases([plugin])
+        if report.problems:
+            details = "; ".join(str(p) for p in report.problems)
+            raise PluginError(f"plugin {report.name!r} had problems: {details}", plugin=report.name)
+        return report
+
+    def register(
+        self,
+        task: str,
+        name: str,
+        *,
+        display_name: str = "",
+        note: str = "",
+        num_params: int | None = None,
+        default_num_classes: int = 1000,
+        hyperparameters: Hyperparameters | None = None,
+        pretrained_available: bool = False,
+        backbone: str | None = None,
+        config_class: Any = None,
+    ) -> Callable[[F], F]:
+        """Decorator registering ``fn(config, num_classes) -> nn.Module`` as an architecture.
+
+        A name that is already taken raises :class:`~visionatlas.errors.DuplicateNameError`.
+        """
+
+        def decorator(fn: F) -> F:
+            spec = ArchitectureSpec(
+                task=task,
+                name=name,
+                builder=fn,
+                display_name=display_name,
+                note=note,
+                num_params=num_params,
+                default_num_classes=default_num_classes,
+                hyperparameters=hyperparameters or Hyperparameters(),
+                pretrained_available=pretrained_available,
+                backbone=backbone,
+                config_class=config_class,
+            )
+            self._registrar(fn.__module__).add_architecture(spec)
+            return fn
+
+        return decorator
+
+    def _registrar(self, module: str) -> Registrar:
+        state = self._state
+        label = f"script:{module}"
+        report = state.reports.get(label)
+        if report is None:
+            report = PluginReport(name=label, module=module, loaded=True)
+            state.reports[label] = report
+        return Registrar(state.registry, report, strict=True)
+
+    # -- queries ---------------------------------------------------------------------------
+    def list_tasks(self) -> list[str]:
+        """Task names that have a registered task spec or at least one architecture."""
+        registry = self._state.registry
+        names = set(registry.tasks) | {task for task, _ in registry.architectures}
+        return sorted(names)
+
+    def get_task(self, name: str) -> TaskSpec:
+        registry = self._state.registry
+        if name in registry.tasks:
+            return registry.tasks[name]
+        if name in self.list_tasks():
+            return TaskSpec(name=name, display_name=name)
+        raise UnknownTaskError(name, self.list_tasks(), context="(no installed plugin provides it)")
+
+    def architectures(self, task: str | None = None, pattern: str | None = None) -> list[
+        ArchitectureSpec
+    ]:
+        """Architecture specs, optionally for one task and matching a glob ``pattern``."""
+        if task is not None:
+            self.get_task(task)
+        specs = [
+            spec
+            for (spec_task, name), spec in self._state.registry.architectures.items()
+            if (task is None or spec_task == task) and _matches(name, pattern)
+        ]
+        return sorted(specs, key=lambda s: (s.task, s.name))
+
+    def list_architectures(self, task: str | None = None, pattern: str | None = None) -> list[str]:
+        """Architecture names for ``task``; without a task, ``"task/name"`` keys of all."""
+        specs = self.architectures(task, pattern)
+        if task is not None:
+            return [spec.name for spec in specs]
+        return [f"{spec.task}/{spec.name}" for spec in specs]
+
+    def get_architecture(self, task: str, name: str) -> ArchitectureSpec:
+        """Metadata of one architecture (display name, parameters, hyperparameters, ...)."""
+        self.get_task(task)
+        spec = self._state.registry.architectures.get((task, name))
+        if spec is None:
+            raise UnknownArchitectureError(
+                name, self.list_architectures(task), context=f"for task {task!r}"
+            )
+        return spec
+
+    def backbones(self, pattern: str | None = None, pretrained_only: bool = False) -> list[
+        BackboneSpec
+    ]:
+        specs = [
+            spec
+            for name, spec in self._state.registry.backbones.items()
+            if _matches(name, pattern) and (spec.pretrained_weights or not pretrained_only)
+        ]
+        return sorted(specs, key=lambda s: s.name)
+
+    def list_backbones(self, pattern: str | None = None, pretrained_only: bool = False) -> list[
+        str
+    ]:
+        """Backbone names matching a glob ``pattern`` (e.g. ``"*resnet*"``)."""
+        return [spec.name for spec in self.backbones(pattern, pretrained_only)]
+
+    def get_backbone(self, name: str) -> BackboneSpec:
+        spec = self._state.registry.backbones.get(name)
+        if spec is None:
+            raise UnknownBackboneError(name, self._state.registry.backbones)
+        return spec
+
+    def list_heads(self) -> list[str]:
+        return sorted(self._state.registry.heads)
+
+    def get_head(self, name: str) -> HeadSpec:
+        spec = self._state.registry.heads.get(name)
+        if spec is None:
+            raise UnknownHeadError(name, self._state.registry.heads)
+        return spec
+
+    # -- construction ----------------------------------------------------------------------
+    @contextmanager
+    def _building(self) -> Iterator[None]:
+        token = _BUILDING.set(self)
+        try:
+            yield
+        finally:
+            _BUILDING.reset(token)
+
+    def config_class(self, task: str, architecture: str) -> type[ModelConfig]:
+        """The config class an architecture validates its config with."""
+        from visionatlas.config import ModelConfig
+
+        spec = self.get_architecture(task, architecture)
+        if spec.config_class is None:
+            return ModelConfig
+        cls = _load(spec.config_class, spec.provider, "config class")
+        if not (isinstance(cls, type) and issubclass(cls, ModelConfig)):
+            raise PluginError(
+                f"{spec.provider} declares config_class {spec.config_class!r} for "
+                f"{task}/{architecture}, which is not a ModelConfig subclass",
+                plugin=spec.provider.name if spec.provider else None,
+            )
+        return cls
+
+    def make_config(
+        self, task: str, architecture: str, config: ModelConfig | Mapping[str, Any] | None = None
+    ) -> ModelConfig:
+        """Validate ``config`` (None, a mapping or a config) against the architecture's class."""
+        from visionatlas.config import ModelConfig
+
+        cls = self.config_class(task, architecture)
+        if config is None:
+            return cls()
+        if isinstance(config, cls):
+            return config
+        if isinstance(config, ModelConfig):
+            return cls.model_validate(config.model_dump(exclude_unset=True))
+        if isinstance(config, Mapping):
+            return cls.model_validate(dict(config))
+        raise TypeError(
+            f"config must be None, a mapping or a {cls.__name__}, got {type(config).__name__}"
+        )
+
+    def create_model(
+        self,
+        task: str,
+        architecture: str,
+        config: ModelConfig | Mapping[str, Any] | None = None,
+        num_classes: int | None = None,
+    ) -> nn.Module:
+        """Build ``architecture`` for ``task``; ``num_classes`` defaults to the architecture's."""
+        spec = self.get_architecture(task, architecture)
+        cfg = self.make_config(task, architecture, config)
+        classes = _validated_num_classes(
+            spec.default_num_classes if num_classes is None else num_classes
+        )
+        builder = _load(spec.builder, spec.provider, "builder")
+        with self._building():
+            model = builder(cfg, classes)
+        provider = spec.provider or PluginRef(name="unknown")
+        model.visionatlas_info = BuildInfo(
+            task=task,
+            architecture=architecture,
+            config=cfg.model_dump(mode="json"),
+            num_classes=classes,
+            plugin=provider.name,
+            distribution=provider.distribution,
+            version=provider.version,
+        )
+        return model
+
+    def create_backbone(
+        self, config: str | BackboneConfig | Mapping[str, Any], **overrides: Any
+    ) -> Backbone:
+        """Build a backbone from its name or a :class:`BackboneConfig` (fields as overrides)."""
+        from visionatlas.config import BackboneConfig
+
+        if isinstance(config, str):
+            cfg = BackboneConfig(model_name=config, **overrides)
+        elif isinstance(config, BackboneConfig):
+            cfg = config.model_copy(update=overrides) if overrides else config
+            if overrides:
+                cfg = BackboneConfig.model_validate(cfg.model_dump())
+        elif isinstance(config, Mapping):
+            cfg = BackboneConfig.model_validate({**config, **overrides})
+        else:
+            raise TypeError(
+                "create_backbone expects a backbone name, a BackboneConfig or a mapping, "
+                f"got {type(config).__name__}"
+            )
+        spec = self.get_backbone(cfg.model_name)
+        builder = _load(spec.builder, spec.provider, "backbone builder")
+        with self._building():
+            backbone: Backbone = builder(cfg)
+        return backbone
+
+    def create_head(
+        self, name: str, *, in_features: int, num_outputs: int, dropout: float = 0.0
+    ) -> nn.Module:
+        """Build a registered head."""
+        spec = self.get_head(name)
+        builder = _load(spec.builder, spec.provider, "head builder")
+        head: nn.Module = builder(in_features=in_features, num_outputs=num_outputs, dropout=dropout)
+        return head
+
+
+def _load(reference: Any, provider: PluginRef | None, what: str) -> Any:
+    try:
+        return resolve(reference)
+    except Exception as err:
+        raise PluginError(
+            f"cannot load the {what} {reference!r} of {provider or 'an unknown plugin'}: "
+            f"{type(err).__name__}: {err}",
+            plugin=provider.name if provider else None,
+        ) from err
+
+
+def _validated_num_classes(value: Any) -> int:
+    from visionatlas.config import validate_num_classes
+
+    return validate_num_classes(value)
+
+
+_default: Catalog | None = None
+_default_lock = threading.Lock()
+_BUILDING: contextvars.ContextVar[Catalog | None] = contextvars.ContextVar(
+    "visionatlas_building", default=None
+)
+
+
+def current_catalog() -> Catalog:
+    """The catalog building a model right now (builders use it), else :func:`get_catalog`."""
+    return _BUILDING.get() or get_catalog()
+
+
+def get_catalog() -> Catalog:
+    """The process-wide catalog, created (not yet discovered) on first call."""
+    global _default
+    if _default is None:
+        with _default_lock:
+            if _default is None:
+                _default = Catalog()
+    return _default
+
+
+def set_catalog(catalog: Catalog | None) -> Catalog | None:
+    """Replace the process-wide catalog (``None``: rediscover on next use); return the old."""
+    global _default
+    with _default_lock:
+        previous, _default = _default, catalog
+    return previous
+
+
+@contextmanager
+def use_catalog(catalog: Catalog) -> Iterator[Catalog]:
+    """Make ``catalog`` the process-wide one inside a ``with`` block."""
+    previous = set_catalog(catalog)
+    try:
+        yield catalog
+    finally:
+        set_catalog(previous)

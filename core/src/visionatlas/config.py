@@ -1,0 +1,99 @@
+"""Validated model and backbone configs (pydantic v2).
+
+Unknown keys are rejected. Task plugins extend :class:`ModelConfig` with their own fields
+(for example regression's ``num_outputs``) and name the subclass in their architecture's
+``config_class``; the core never needs to know those fields.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+__all__ = ["BackboneConfig", "ModelConfig"]
+
+
+class BackboneConfig(BaseModel):
+    """How to build a backbone."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    model_name: str = Field(default="resnet50", min_length=1, description="Backbone key")
+    pretrained: bool = Field(default=False, description="Load pretrained weights")
+    num_classes: int = Field(
+        default=0, ge=0, description="0 for a feature extractor; N adds a linear classifier"
+    )
+    drop_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout rate")
+    drop_path_rate: float = Field(
+        default=0.0, ge=0.0, lt=1.0, description="Stochastic depth rate (families that have it)"
+    )
+    weights: str | None = Field(
+        default=None,
+        description="Weights enum member, e.g. 'IMAGENET1K_V2'; default: the family's default",
+    )
+    weights_path: Path | None = Field(
+        default=None, description="Local weights file (.pth, .pt or .safetensors)"
+    )
+    extra_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for the family's builder"
+    )
+
+
+class ModelConfig(BaseModel):
+    """How to build a model from the catalog."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str | BackboneConfig | None = Field(
+        default=None, description="Backbone key or config; default: the architecture's own"
+    )
+    head: str | None = Field(default=None, description="Head key; default: the task's head")
+    pretrained: bool = Field(default=False, description="Load pretrained weights")
+    freeze_backbone: bool = Field(default=False, description="Train only the head")
+    dropout: float | None = Field(
+        default=None,
+        ge=0.0,
+        lt=1.0,
+        description="Dropout before the final layer; default: the backbone family's rate",
+    )
+    weights_path: Path | None = Field(default=None, description="Local weights file")
+
+    @model_validator(mode="after")
+    def _one_source_of_pretrained(self) -> ModelConfig:
+        bb = self.backbone
+        if isinstance(bb, BackboneConfig) and "pretrained" in self.model_fields_set:
+            if bb.pretrained != self.pretrained:
+                raise ValueError(
+                    "pretrained is set both on the model config and on its backbone config "
+                    f"with different values ({self.pretrained} and {bb.pretrained}); set it once"
+                )
+        return self
+
+    def backbone_config(self, default: str) -> BackboneConfig:
+        """The effective :class:`BackboneConfig`, ``default`` naming the backbone if unset."""
+        bb = self.backbone
+        if isinstance(bb, BackboneConfig):
+            updates: dict[str, Any] = {}
+            if self.pretrained and not bb.pretrained:
+                updates["pretrained"] = True
+            if self.weights_path is not None and bb.weights_path is None:
+                updates["weights_path"] = self.weights_path
+            return bb.model_copy(update=updates) if updates else bb
+        return BackboneConfig(
+            model_name=bb or default,
+            pretrained=self.pretrained or self.weights_path is not None,
+            weights_path=self.weights_path,
+        )
+
+
+def validate_num_classes(value: Any) -> int:
+    """Validate ``num_classes`` (an int >= 1); raise a ``ValidationError`` naming it."""
+    return _NumClasses.model_validate({"num_classes": value}).num_classes
+
+
+class _NumClasses(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    num_classes: int = Field(ge=1, description="Number of classes (outputs) of the model")

@@ -1,0 +1,120 @@
+"""The visionatlas exception family.
+
+Every exception subclasses a builtin so that existing ``except LookupError`` or
+``except ValueError`` clauses keep working, and carries the context needed to act on it.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+__all__ = [
+    "DuplicateNameError",
+    "IncompatibleBackboneError",
+    "PluginError",
+    "PretrainedWeightsError",
+    "ShapeInferenceError",
+    "UnknownArchitectureError",
+    "UnknownBackboneError",
+    "UnknownHeadError",
+    "UnknownNameError",
+    "UnknownTaskError",
+    "VisionAtlasError",
+]
+
+
+class VisionAtlasError(Exception):
+    """Base class of every error raised by visionatlas."""
+
+
+def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Return up to ``n`` candidates that look like ``name`` (case-insensitive)."""
+    pool = {c.lower(): c for c in candidates}
+    return [pool[m] for m in difflib.get_close_matches(name.lower(), list(pool), n=n, cutoff=0.6)]
+
+
+def _listing(names: list[str], limit: int = 12) -> str:
+    if not names:
+        return "none are registered"
+    shown = ", ".join(names[:limit])
+    more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
+    return shown + more
+
+
+class UnknownNameError(VisionAtlasError, LookupError):
+    """A task, architecture, backbone or head name that the catalog does not hold."""
+
+    kind = "name"
+
+    def __init__(self, name: str, available: Iterable[str], *, context: str = "") -> None:
+        self.name = name
+        self.available = sorted(available)
+        self.suggestions = close_matches(name, self.available)
+        where = f" {context}" if context else ""
+        message = f"unknown {self.kind} {name!r}{where}"
+        if self.suggestions:
+            message += f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?"
+        message += f" Available: {_listing(self.available)}."
+        super().__init__(message)
+
+    def __str__(self) -> str:  # KeyError-style repr quoting is unhelpful here
+        return str(self.args[0])
+
+
+class UnknownTaskError(UnknownNameError):
+    """No installed plugin provides this task."""
+
+    kind = "task"
+
+
+class UnknownArchitectureError(UnknownNameError):
+    """The task exists but has no architecture of this name."""
+
+    kind = "architecture"
+
+
+class UnknownBackboneError(UnknownNameError):
+    """No registered backbone has this name."""
+
+    kind = "backbone"
+
+
+class UnknownHeadError(UnknownNameError):
+    """No registered head has this name."""
+
+    kind = "head"
+
+
+class PluginError(VisionAtlasError, RuntimeError):
+    """A plugin failed: it could not be imported, its hook raised, or its code broke."""
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        self.plugin = plugin
+        super().__init__(message)
+
+
+class DuplicateNameError(VisionAtlasError, ValueError):
+    """A name is already registered; the message names both providers."""
+
+    def __init__(self, kind: str, name: str, existing: str, incoming: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.existing = existing
+        self.incoming = incoming
+        super().__init__(
+            f"{kind} {name!r} from {incoming} is already registered by {existing}; "
+            f"the first registration is kept"
+        )
+
+
+class IncompatibleBackboneError(VisionAtlasError, ValueError):
+    """A backbone cannot serve an architecture (for example it lacks multi-scale features)."""
+
+
+class PretrainedWeightsError(VisionAtlasError, FileNotFoundError):
+    """Pretrained weights were asked for but cannot be found, fetched or loaded."""
+
+
+class ShapeInferenceError(VisionAtlasError, RuntimeError):
+    """Output shapes could not be inferred without running the model on real data."""

@@ -1,0 +1,1 @@
+"""Reusable heads that task plugins register under their own names."""

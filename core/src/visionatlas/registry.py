@@ -1,0 +1,315 @@
+"""The registry that plugins fill, and the per-plugin registrar handed to their hooks."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal, TypeVar
+
+from visionatlas.errors import DuplicateNameError
+from visionatlas.specs import (
+    NAME_PATTERN,
+    REFERENCE_PATTERN,
+    ArchitectureSpec,
+    BackboneSpec,
+    FeatureLevel,
+    HeadSpec,
+    PluginRef,
+    TaskSpec,
+)
+
+__all__ = ["PluginReport", "Problem", "Registrar", "Registry"]
+
+logger = logging.getLogger("visionatlas")
+
+Kind = Literal["task", "backbone", "head", "architecture"]
+ProblemKind = Literal[
+    "import-error", "hook-error", "malformed", "duplicate", "incompatible", "unknown-hook"
+]
+PluginStatus = Literal["ok", "problems", "failed", "incompatible", "blocked"]
+SpecT = TypeVar("SpecT", TaskSpec, BackboneSpec, HeadSpec, ArchitectureSpec)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing that went wrong with a plugin; the rest of the plugin may still work."""
+
+    kind: ProblemKind
+    message: str
+    phase: str = ""
+
+    def __str__(self) -> str:
+        where = f" during {self.phase}" if self.phase else ""
+        return f"[{self.kind}{where}] {self.message}"
+
+
+@dataclass
+class PluginReport:
+    """What discovery learned about one plugin."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+    module: str | None = None
+    builtin: bool = False
+    blocked: bool = False
+    loaded: bool = False
+    incompatible: bool = False
+    registered: dict[str, list[str]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def ref(self) -> PluginRef:
+        return PluginRef(name=self.name, distribution=self.distribution, version=self.version)
+
+    @property
+    def status(self) -> PluginStatus:
+        if self.blocked:
+            return "blocked"
+        if self.incompatible:
+            return "incompatible"
+        if not self.loaded:
+            return "failed"
+        return "problems" if self.problems else "ok"
+
+    def add_problem(self, kind: ProblemKind, message: str, phase: str = "") -> None:
+        problem = Problem(kind, message, phase)
+        self.problems.append(problem)
+        logger.warning("visionatlas %s: %s", self.ref, problem)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "distribution": self.distribution,
+            "version": self.version,
+            "module": self.module,
+            "builtin": self.builtin,
+            "status": self.status,
+            "registered": {k: list(v) for k, v in self.registered.items()},
+            "problems": [
+                {"kind": p.kind, "phase": p.phase, "message": p.message} for p in self.problems
+            ],
+        }
+
+
+def _label(kind: Kind, key: Any) -> str:
+    return "/".join(key) if isinstance(key, tuple) else str(key)
+
+
+class Registry:
+    """Everything registered, keyed by name (architectures by ``(task, name)``)."""
+
+    def __init__(self) -> None:
+        self._tables: dict[Kind, dict[Any, Any]] = {
+            "task": {},
+            "backbone": {},
+            "head": {},
+            "architecture": {},
+        }
+
+    # read-only views
+    @property
+    def tasks(self) -> Mapping[str, TaskSpec]:
+        return MappingProxyType(self._tables["task"])
+
+    @property
+    def backbones(self) -> Mapping[str, BackboneSpec]:
+        return MappingProxyType(self._tables["backbone"])
+
+    @property
+    def heads(self) -> Mapping[str, HeadSpec]:
+        return MappingProxyType(self._tables["head"])
+
+    @property
+    def architectures(self) -> Mapping[tuple[str, str], ArchitectureSpec]:
+        return MappingProxyType(self._tables["architecture"])
+
+    def insert(self, kind: Kind, spec: Any) -> Any:
+        """Add a validated spec; raise :class:`DuplicateNameError` if its key is taken."""
+        key = spec.key if kind == "architecture" else spec.name
+        table = self._tables[kind]
+        if key in table:
+            existing = table[key].provider
+            raise DuplicateNameError(kind, _label(kind, key), str(existing), str(spec.provider))
+        table[key] = spec
+        return key
+
+    def remove(self, kind: Kind, key: Any) -> None:
+        self._tables[kind].pop(key, None)
+
+
+def _check_name(value: Any, what: str) -> None:
+    if not isinstance(value, str) or not NAME_PATTERN.match(value):
+        raise ValueError(
+            f"{what} must be a lowercase identifier such as 'resnet50' "
+            f"(letters, digits, '_', '-', '.'), got {value!r}"
+        )
+
+
+def _check_builder(value: Any, what: str) -> None:
+    if callable(value):
+        return
+    if isinstance(value, str) and REFERENCE_PATTERN.match(value):
+        return
+    raise ValueError(f"{what} must be a callable or a 'module:attribute' string, got {value!r}")
+
+
+def _check_positive(value: Any, what: str, *, optional: bool = False) -> None:
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+
+
+def validate_spec(kind: Kind, spec: Any) -> None:
+    """Raise ``TypeError``/``ValueError`` describing what is malformed in ``spec``."""
+    expected: dict[Kind, type] = {
+        "task": TaskSpec,
+        "backbone": BackboneSpec,
+        "head": HeadSpec,
+        "architecture": ArchitectureSpec,
+    }
+    cls = expected[kind]
+    if not isinstance(spec, cls):
+        raise TypeError(f"add_{kind} expects a {cls.__name__}, got {type(spec).__name__}")
+    _check_name(spec.name, f"{kind} name")
+    if kind == "task":
+        if spec.example_inputs is not None:
+            _check_builder(spec.example_inputs, f"task {spec.name!r} example_inputs")
+        return
+    _check_builder(spec.builder, f"{kind} {spec.name!r} builder")
+    if kind == "backbone":
+        _check_positive(spec.out_channels, f"backbone {spec.name!r} out_channels")
+        _check_positive(spec.pre_logits_dim, f"backbone {spec.name!r} pre_logits_dim")
+        _check_positive(spec.num_params, f"backbone {spec.name!r} num_params", optional=True)
+        strides = [level.stride for level in spec.feature_levels]
+        if not all(isinstance(level, FeatureLevel) for level in spec.feature_levels):
+            raise TypeError(f"backbone {spec.name!r} feature_levels must be FeatureLevel objects")
+        if strides != sorted(set(strides)):
+            raise ValueError(
+                f"backbone {spec.name!r} feature_levels must have increasing strides, "
+                f"got {strides}"
+            )
+    elif kind == "architecture":
+        _check_name(spec.task, f"architecture {spec.name!r} task")
+        _check_positive(spec.num_params, f"architecture {spec.name!r} num_params", optional=True)
+        if isinstance(spec.default_num_classes, bool) or not isinstance(
+            spec.default_num_classes, int
+        ) or spec.default_num_classes < 1:
+            raise ValueError(
+                f"architecture {spec.name!r} default_num_classes must be an int >= 1, "
+                f"got {spec.default_num_classes!r}"
+            )
+        if spec.config_class is not None:
+            _check_builder(spec.config_class, f"architecture {spec.name!r} config_class")
+
+
+class Registrar:
+    """The object a registration hook receives, bound to the plugin that is registering.
+
+    With ``strict=False`` (discovery) a malformed or duplicate registration is recorded in
+    the plugin's report and skipped; with ``strict=True`` (programmatic use) it raises.
+    """
+
+    def __init__(self, registry: Registry, report: PluginReport, *, strict: bool = False):
+        self._registry = registry
+        self._report = report
+        self._strict = strict
+        self._added: list[tuple[Kind, Any]] = []
+        self.phase = ""
+
+    # -- what a hook may read ----------------------------------------------------------------
+    @property
+    def tasks(self) -> Mapping[str, TaskSpec]:
+        return self._registry.tasks
+
+    @property
+    def backbones(self) -> Mapping[str, BackboneSpec]:
+        return self._registry.backbones
+
+    @property
+    def heads(self) -> Mapping[str, HeadSpec]:
+        return self._registry.heads
+
+    @property
+    def architectures(self) -> Mapping[tuple[str, str], ArchitectureSpec]:
+        return self._registry.architectures
+
+    @property
+    def plugin(self) -> PluginRef:
+        return self._report.ref
+
+    # -- what a hook may add -------------------------------------------------------------------
+    def add_task(self, spec: TaskSpec) -> bool:
+        return self._add("task", spec)
+
+    def add_backbone(self, spec: BackboneSpec) -> bool:
+        return self._add("backbone", spec)
+
+    def add_head(self, spec: HeadSpec) -> bool:
+        return self._add("head", spec)
+
+    def add_architecture(self, spec: ArchitectureSpec) -> bool:
+        return self._add("architecture", spec)
+
+    def _add(self, kind: Kind, spec: Any) -> bool:
+        try:
+            validate_spec(kind, spec)
+            stamped = dataclasses.replace(spec, provider=self._report.ref)
+            key = self._registry.insert(kind, stamped)
+        except DuplicateNameError as err:
+            if self._strict:
+                raise
+            self._report.add_problem("duplicate", str(err), self.phase)
+            return False
+        except (TypeError, ValueError) as err:
+            if self._strict:
+                raise
+            self._report.add_problem("malformed", str(err), self.phase)
+            return False
+        self._added.append((kind, key))
+        self._report.registered.setdefault(kind, []).append(_label(kind, key))
+        return True
+
+    def rollback(self) -> list[str]:
+        """Remove everything added since the last :meth:`commit`; return their labels."""
+        undone = []
+        for kind, key in reversed(self._added):
+            self._registry.remove(kind, key)
+            label = _label(kind, key)
+            names = self._report.registered.get(kind, [])
+            if label in names:
+                names.remove(label)
+            undone.append(label)
+        self._added.clear()
+        return undone
+
+    def commit(self) -> None:
+        self._added.clear()
+
+    def run(self, phase: str, hook: Callable[..., Any]) -> None:
+        """Call one hook implementation; on an exception undo its registrations."""
+        self.phase = phase
+        try:
+            hook(registry=self)
+        except Exception as err:  # a broken plugin must never take the catalog down
+            undone = self.rollback()
+            dropped = f"; dropped what it registered in this hook: {', '.join(undone)}" if (
+                undone
+            ) else ""
+            self._report.add_problem(
+                "hook-error", f"{type(err).__name__}: {err}{dropped}", phase
+            )
+            if self._strict:
+                raise
+        else:
+            self.commit()
+
+
+def iter_specs(registry: Registry) -> Iterator[tuple[Kind, Any]]:
+    for kind, table in registry._tables.items():
+        for spec in table.values():
+            yield kind, spec

@@ -1,0 +1,200 @@
+"""Plain-data descriptions of what plugins register.
+
+Specs are frozen dataclasses that import neither torch nor pydantic, so that listing the
+catalog stays cheap. Builders are given either as a callable or as a ``"module:attribute"``
+reference that is imported on first use.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "ArchitectureSpec",
+    "BackboneSpec",
+    "Builder",
+    "FeatureLevel",
+    "HeadSpec",
+    "Hyperparameters",
+    "PluginRef",
+    "TaskSpec",
+]
+
+Builder = str | Callable[..., Any]
+"""A callable, or a lazy ``"package.module:attribute"`` reference to one."""
+
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.\-]*$")
+REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PluginRef:
+    """Who provided a registration: the plugin name and its distribution."""
+
+    name: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.distribution is None:
+            return f"plugin {self.name!r}"
+        return f"plugin {self.name!r} ({self.distribution} {self.version})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FeatureLevel:
+    """One level of a backbone's multi-scale output, named ``feat1`` ... ``feat4``."""
+
+    name: str
+    channels: int
+    stride: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Hyperparameters:
+    """Default training hyperparameters shown when an architecture is selected."""
+
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    input_size: tuple[int, int] = (224, 224)
+    epochs: int = 30
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "learning_rate": self.learning_rate,
+            "batch_size": self.batch_size,
+            "input_size": list(self.input_size),
+            "epochs": self.epochs,
+            "optimizer": self.optimizer,
+            "weight_decay": self.weight_decay,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
+class TaskSpec:
+    """A task family, such as ``classification``.
+
+    ``example_inputs`` builds a synthetic batch for the demo and for contract checks; it is
+    called as ``example_inputs(batch_size=..., input_size=(h, w))``. When omitted, a batch of
+    ``(N, 3, H, W)`` images in [0, 1] is used.
+    """
+
+    name: str
+    display_name: str
+    description: str = ""
+    demo_architecture: str | None = None
+    example_inputs: Builder | None = None
+    uses_num_classes: bool = True
+    provider: PluginRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackboneSpec:
+    """A feature extractor.
+
+    ``builder(config: BackboneConfig) -> Backbone``. ``num_params`` counts the backbone module
+    as built with ``num_classes=0`` (trunk plus the family's pre-logits layers);
+    ``pre_logits_dim`` is the width of the pooled vector that a head receives.
+    """
+
+    name: str
+    builder: Builder
+    family: str
+    display_name: str = ""
+    out_channels: int
+    pre_logits_dim: int
+    num_params: int | None = None
+    feature_levels: tuple[FeatureLevel, ...] = ()
+    pretrained_weights: str | None = None
+    default_input_size: int = 224
+    min_input_size: int = 32
+    default_drop_rate: float = 0.0
+    note: str = ""
+    tags: tuple[str, ...] = ()
+    provider: PluginRef | None = None
+
+    @property
+    def multiscale(self) -> bool:
+        """Whether the backbone offers feature maps at more than one stride."""
+        return len(self.feature_levels) > 1
+
+    @property
+    def num_features(self) -> int:
+        return self.out_channels
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeadSpec:
+    """A reusable head, built as ``builder(in_features=..., num_outputs=..., dropout=...)``.
+
+    ``count_params(in_features, num_outputs)`` returns the head's parameter count without
+    building it; it must not import torch.
+    """
+
+    name: str
+    builder: Builder
+    description: str = ""
+    count_params: Callable[[int, int], int] | None = None
+    provider: PluginRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchitectureSpec:
+    """A ready-to-use model for a task.
+
+    ``builder(config, num_classes) -> nn.Module`` where ``config`` is an instance of
+    ``config_class`` (a ``ModelConfig`` subclass, given as a class or a lazy reference).
+    ``num_params`` is the parameter count for ``default_num_classes`` and the default config.
+    """
+
+    task: str
+    name: str
+    builder: Builder
+    display_name: str = ""
+    note: str = ""
+    num_params: int | None = None
+    default_num_classes: int = 1000
+    hyperparameters: Hyperparameters = field(default_factory=Hyperparameters)
+    pretrained_available: bool = False
+    backbone: str | None = None
+    compatible_backbones: tuple[str, ...] = ()
+    config_class: Builder | None = None
+    tags: tuple[str, ...] = ()
+    provider: PluginRef | None = None
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.task, self.name)
+
+    @property
+    def title(self) -> str:
+        return self.display_name or self.name
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready metadata, as shown by ``visionatlas show``."""
+        provider = self.provider
+        return {
+            "task": self.task,
+            "name": self.name,
+            "display_name": self.title,
+            "note": self.note,
+            "num_params": self.num_params,
+            "default_num_classes": self.default_num_classes,
+            "pretrained_available": self.pretrained_available,
+            "backbone": self.backbone,
+            "compatible_backbones": list(self.compatible_backbones),
+            "hyperparameters": self.hyperparameters.as_dict(),
+            "tags": list(self.tags),
+            "plugin": provider.name if provider else None,
+            "distribution": provider.distribution if provider else None,
+            "version": provider.version if provider else None,
+        }

@@ -1,0 +1,53 @@
+"""Hook implementations of the classification plugin (imports no torch)."""
+
+from __future__ import annotations
+
+from visionatlas import hookimpl
+from visionatlas.derive import register_backbone_architectures
+from visionatlas.heads.params import linear_head_params
+from visionatlas.registry import Registrar
+from visionatlas.specs import HeadSpec, TaskSpec
+
+TASK = "classification"
+HEAD = "classification"
+IMAGENET_CLASSES = 1000
+
+
+@hookimpl
+def visionatlas_api_version() -> int:
+    return 1
+
+
+@hookimpl
+def visionatlas_register_tasks(registry: Registrar) -> None:
+    registry.add_task(
+        TaskSpec(
+            name=TASK,
+            display_name="Image classification",
+            description="One label per image: (N, 3, H, W) images -> (N, num_classes) logits.",
+            demo_architecture="resnet18",
+        )
+    )
+
+
+@hookimpl
+def visionatlas_register_heads(registry: Registrar) -> None:
+    registry.add_head(
+        HeadSpec(
+            name=HEAD,
+            builder="visionatlas.heads.linear:LinearHead",
+            description="Dropout and a linear layer producing class logits",
+            count_params=linear_head_params,
+        )
+    )
+
+
+@hookimpl
+def visionatlas_register_architectures(registry: Registrar) -> None:
+    """Every registered backbone becomes a classification architecture of the same name."""
+    register_backbone_architectures(
+        registry,
+        task=TASK,
+        builder="visionatlas_classification.model:build_classifier",
+        default_num_classes=IMAGENET_CLASSES,
+    )

@@ -1,0 +1,54 @@
+"""Hook implementations of the regression plugin (imports no torch)."""
+
+from __future__ import annotations
+
+from visionatlas import hookimpl
+from visionatlas.derive import register_backbone_architectures
+from visionatlas.heads.params import linear_head_params
+from visionatlas.registry import Registrar
+from visionatlas.specs import HeadSpec, TaskSpec
+
+TASK = "regression"
+HEAD = "regression"
+
+
+@hookimpl
+def visionatlas_api_version() -> int:
+    return 1
+
+
+@hookimpl
+def visionatlas_register_tasks(registry: Registrar) -> None:
+    registry.add_task(
+        TaskSpec(
+            name=TASK,
+            display_name="Image regression",
+            description="Continuous targets per image: (N, 3, H, W) -> (N, num_outputs).",
+            demo_architecture="resnet18",
+            uses_num_classes=False,
+        )
+    )
+
+
+@hookimpl
+def visionatlas_register_heads(registry: Registrar) -> None:
+    registry.add_head(
+        HeadSpec(
+            name=HEAD,
+            builder="visionatlas.heads.linear:LinearHead",
+            description="Dropout and a linear layer producing num_outputs values",
+            count_params=linear_head_params,
+        )
+    )
+
+
+@hookimpl
+def visionatlas_register_architectures(registry: Registrar) -> None:
+    """Every registered backbone becomes a regression architecture of the same name."""
+    register_backbone_architectures(
+        registry,
+        task=TASK,
+        builder="visionatlas_regression.model:build_regressor",
+        default_num_classes=1,
+        config_class="visionatlas_regression.config:RegressionConfig",
+    )
