@@ -8,7 +8,6 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
 
 import pluggy
 
@@ -59,6 +58,11 @@ class LoadedPlugins:
 
     def add(self, plugin: object, report: PluginReport, *, strict: bool = False) -> bool:
         """Register ``plugin`` with the manager and check it; do not run its hooks yet."""
+        if report.name in self.reports:  # never let a second plugin replace a report
+            base, n = report.name, 2
+            while f"{base}#{n}" in self.reports:
+                n += 1
+            report.name = f"{base}#{n}"
         self.reports[report.name] = report
         try:
             self.manager.register(plugin, name=report.name)
@@ -173,12 +177,13 @@ def load_plugins(
     builtins: bool = True,
     entry_points: bool | None = None,
     blocked: Iterable[str] | None = None,
-    plugins: Iterable[object] = (),
+    plugins: Iterable[object | tuple[object, str]] = (),
 ) -> LoadedPlugins:
     """Discover and register plugins, isolating every failure in the plugin's report.
 
     ``entry_points=None`` follows the :data:`AUTOLOAD_ENV` environment variable; ``blocked``
-    (entry-point or distribution names) adds to :data:`BLOCKED_ENV`.
+    (entry-point or distribution names) adds to :data:`BLOCKED_ENV`. ``plugins`` are
+    objects registered after the entry points, or ``(object, name)`` pairs.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
@@ -232,8 +237,9 @@ def load_plugins(
                 continue
             loaded.add(plugin, report)
 
-    for plugin in plugins:
-        loaded.add(plugin, programmatic_report(plugin))
+    for item in plugins:
+        plugin, name = item if isinstance(item, tuple) else (item, None)
+        loaded.add(plugin, programmatic_report(plugin, name))
 
     loaded.run_phases(loaded.order)
     return loaded
@@ -247,6 +253,3 @@ def programmatic_report(plugin: object, name: str | None = None) -> PluginReport
     )
     return PluginReport(name=label, module=module)
 
-
-def describe(plugin: Any) -> str:
-    return plugin.__name__ if isinstance(plugin, ModuleType) else repr(plugin)

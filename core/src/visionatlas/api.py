@@ -51,7 +51,9 @@ def create_backbone(config: str | BackboneConfig | Mapping[str, Any], **override
     return get_catalog().create_backbone(config, **overrides)
 
 
-def create_head(name: str, *, in_features: int, num_outputs: int, dropout: float = 0.0) -> nn.Module:
+def create_head(
+    name: str, *, in_features: int, num_outputs: int, dropout: float = 0.0
+) -> nn.Module:
     """Build a registered head by name."""
     return get_catalog().create_head(
         name, in_features=in_features, num_outputs=num_outputs, dropout=dropout

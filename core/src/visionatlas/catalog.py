@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from visionatlas._lazy import resolve
 from visionatlas._plugins import LoadedPlugins, load_plugins, programmatic_report
 from visionatlas.errors import (
+    DuplicateNameError,
     PluginError,
     UnknownArchitectureError,
     UnknownBackboneError,
@@ -92,6 +93,8 @@ class Catalog:
         }
         self._loaded: LoadedPlugins | None = None
         self._lock = threading.RLock()
+        self._added_plugins: list[tuple[object, str]] = []
+        self._scripted: list[tuple[str, ArchitectureSpec]] = []
 
     # -- discovery -------------------------------------------------------------------------
     @property
@@ -99,8 +102,16 @@ class Catalog:
         if self._loaded is None:
             with self._lock:
                 if self._loaded is None:
-                    self._loaded = load_plugins(**self._options)
+                    self._loaded = self._discover(self._added_plugins)
         return self._loaded
+
+    def _discover(self, added: list[tuple[object, str]]) -> LoadedPlugins:
+        options = dict(self._options)
+        options["plugins"] = (*options["plugins"], *added)
+        loaded = load_plugins(**options)
+        for module, spec in self._scripted:  # replay programmatic registrations
+            _script_registrar(loaded, module).add_architecture(spec)
+        return loaded
 
     def list_plugins(self) -> list[PluginReport]:
         """One report per plugin: distribution, version, what it registered, problems."""
@@ -109,20 +120,35 @@ class Catalog:
     def register_plugin(self, plugin: object, *, name: str | None = None) -> PluginReport:
         """Register a plugin object (a module or instance with hook implementations).
 
-        Its hooks run at once. Problems are isolated as for discovered plugins, then raised
-        as one :class:`PluginError` so that a script notices them.
+        The catalog is rebuilt with the plugin added, so it takes part in every phase as a
+        discovered plugin would (a new backbone gets its classification architecture, say).
+        If the plugin has any problem, :class:`PluginError` is raised and the catalog is
+        left as it was.
         """
-        state = self._state
-        report = programmatic_report(plugin, name)
-        if report.name in state.reports:
-            raise PluginError(f"a plugin named {report.name!r} is already registered; "
-                              "pass name=... to register this one", plugin=report.name)
         with self._lock:
-            if state.add(plugin, report):
-                state.run_phases([plugin])
-        if report.problems:
-            details = "; ".join(str(p) for p in report.problems)
-            raise PluginError(f"plugin {report.name!r} had problems: {details}", plugin=report.name)
+            label = programmatic_report(plugin, name).name
+            if label in self._state.reports:
+                raise PluginError(
+                    f"a plugin named {label!r} is already registered; pass name=... to "
+                    "register this one under another name",
+                    plugin=label,
+                )
+            added = [*self._added_plugins, (plugin, label)]
+            try:
+                rebuilt = self._discover(added)
+            except DuplicateNameError as err:
+                raise PluginError(
+                    f"plugin {label!r} takes a name registered from a script: {err}", plugin=label
+                ) from err
+            report = rebuilt.reports[label]
+            if report.problems or not report.loaded:
+                details = "; ".join(str(p) for p in report.problems) or "it did not load"
+                raise PluginError(
+                    f"plugin {label!r} was not registered, it had problems: {details}",
+                    plugin=label,
+                )
+            self._added_plugins = added
+            self._loaded = rebuilt
         return report
 
     def register(
@@ -158,19 +184,12 @@ class Catalog:
                 backbone=backbone,
                 config_class=config_class,
             )
-            self._registrar(fn.__module__).add_architecture(spec)
+            with self._lock:
+                _script_registrar(self._state, fn.__module__).add_architecture(spec)
+                self._scripted.append((fn.__module__, spec))
             return fn
 
         return decorator
-
-    def _registrar(self, module: str) -> Registrar:
-        state = self._state
-        label = f"script:{module}"
-        report = state.reports.get(label)
-        if report is None:
-            report = PluginReport(name=label, module=module, loaded=True)
-            state.reports[label] = report
-        return Registrar(state.registry, report, strict=True)
 
     # -- queries ---------------------------------------------------------------------------
     def list_tasks(self) -> list[str]:
@@ -353,6 +372,16 @@ class Catalog:
         builder = _load(spec.builder, spec.provider, "head builder")
         head: nn.Module = builder(in_features=in_features, num_outputs=num_outputs, dropout=dropout)
         return head
+
+
+def _script_registrar(state: LoadedPlugins, module: str) -> Registrar:
+    """A strict registrar for registrations made from ``module`` with :meth:`register`."""
+    label = f"script:{module}"
+    report = state.reports.get(label)
+    if report is None:
+        report = PluginReport(name=label, module=module, loaded=True)
+        state.reports[label] = report
+    return Registrar(state.registry, report, strict=True)
 
 
 def _load(reference: Any, provider: PluginRef | None, what: str) -> Any:

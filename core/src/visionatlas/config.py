@@ -63,12 +63,12 @@ class ModelConfig(BaseModel):
     @model_validator(mode="after")
     def _one_source_of_pretrained(self) -> ModelConfig:
         bb = self.backbone
-        if isinstance(bb, BackboneConfig) and "pretrained" in self.model_fields_set:
-            if bb.pretrained != self.pretrained:
-                raise ValueError(
-                    "pretrained is set both on the model config and on its backbone config "
-                    f"with different values ({self.pretrained} and {bb.pretrained}); set it once"
-                )
+        explicit = "pretrained" in self.model_fields_set
+        if isinstance(bb, BackboneConfig) and explicit and bb.pretrained != self.pretrained:
+            raise ValueError(
+                "pretrained is set both on the model config and on its backbone config "
+                f"with different values ({self.pretrained} and {bb.pretrained}); set it once"
+            )
         return self
 
     def backbone_config(self, default: str) -> BackboneConfig:

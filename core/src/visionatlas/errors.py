@@ -55,6 +55,8 @@ class UnknownNameError(VisionAtlasError, LookupError):
         message = f"unknown {self.kind} {name!r}{where}"
         if self.suggestions:
             message += f"; did you mean {' or '.join(repr(s) for s in self.suggestions)}?"
+        else:
+            message += "."
         message += f" Available: {_listing(self.available)}."
         super().__init__(message)
 

@@ -58,9 +58,10 @@ def _example(inputs: Sequence[int] | Tensor | Sequence[Tensor] | Mapping[str, An
     if isinstance(inputs, Tensor | Mapping):
         return _to_meta(inputs)
     if isinstance(inputs, Sequence) and inputs and all(isinstance(d, int) for d in inputs):
-        if any(d < 1 for d in inputs):
-            raise ValueError(f"input shape must have positive sizes, got {tuple(inputs)}")
-        return torch.empty(tuple(inputs), device="meta")
+        shape = tuple(int(d) for d in inputs)
+        if any(d < 1 for d in shape):
+            raise ValueError(f"input shape must have positive sizes, got {shape}")
+        return torch.empty(shape, device="meta")
     if isinstance(inputs, Sequence) and inputs:
         return _to_meta(list(inputs))
     raise TypeError(
@@ -80,9 +81,7 @@ def _run_on_meta(model: nn.Module, inputs: Any) -> Any:
         with torch.no_grad():
             return functional_call(model, state, args, strict=False)
     except Exception as err:
-        shown = tuple(inputs) if isinstance(inputs, Sequence) and not isinstance(
-            inputs, Tensor
-        ) else getattr(inputs, "shape", inputs)
+        shown = getattr(inputs, "shape", inputs)
         raise ShapeInferenceError(
             f"cannot infer the output shape of {type(model).__name__} for input {shown} "
             f"without data ({type(err).__name__}: {err}). Shapes are traced on the meta "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, TypeVar
@@ -164,16 +164,16 @@ def _check_positive(value: Any, what: str, *, optional: bool = False) -> None:
         raise ValueError(f"{what} must be a non-negative int, got {value!r}")
 
 
-def validate_spec(kind: Kind, spec: Any) -> None:
+def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec types
     """Raise ``TypeError``/``ValueError`` describing what is malformed in ``spec``."""
-    expected: dict[Kind, type] = {
+    expected: dict[Kind, type[Any]] = {
         "task": TaskSpec,
         "backbone": BackboneSpec,
         "head": HeadSpec,
         "architecture": ArchitectureSpec,
     }
     cls = expected[kind]
-    if not isinstance(spec, cls):
+    if not isinstance(spec, cls):  # a plugin may pass anything
         raise TypeError(f"add_{kind} expects a {cls.__name__}, got {type(spec).__name__}")
     _check_name(spec.name, f"{kind} name")
     if kind == "task":
@@ -283,6 +283,8 @@ class Registrar:
             names = self._report.registered.get(kind, [])
             if label in names:
                 names.remove(label)
+            if not names:
+                self._report.registered.pop(kind, None)
             undone.append(label)
         self._added.clear()
         return undone
@@ -308,8 +310,3 @@ class Registrar:
         else:
             self.commit()
 
-
-def iter_specs(registry: Registry) -> Iterator[tuple[Kind, Any]]:
-    for kind, table in registry._tables.items():
-        for spec in table.values():
-            yield kind, spec

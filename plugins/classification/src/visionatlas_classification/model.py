@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from visionatlas.composition import BackboneHeadModel, build_on_backbone
 from visionatlas.config import ModelConfig
-
 from visionatlas_classification.plugin import HEAD, TASK
 
 
