@@ -20,7 +20,9 @@ from _timing import Comparison, alternate
 def cold_list(repeats: int) -> Comparison:
     """A cold ``visionatlas list`` process against a cold torchvision ``list_models()``."""
     script = Path(sys.executable).with_name("visionatlas")
-    ours_cmd = [str(script), "list"] if script.exists() else [sys.executable, "-m", "visionatlas", "list"]
+    ours_cmd = [str(script), "list"]
+    if not script.exists():
+        ours_cmd = [sys.executable, "-m", "visionatlas", "list"]
     ref_cmd = [sys.executable, "-c", "import torchvision; torchvision.models.list_models()"]
 
     def run(cmd: list[str]) -> None:

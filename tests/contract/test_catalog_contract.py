@@ -41,7 +41,8 @@ def test_freeze_backbone_leaves_exactly_the_head_trainable(task: str, name: str)
     head = model.head
     head_ids = {id(p) for p in head.parameters()}
     trainable = [p for p in model.parameters() if p.requires_grad]
-    assert trainable and {id(p) for p in trainable} == head_ids
+    assert trainable
+    assert {id(p) for p in trainable} == head_ids
     assert va.count_parameters(model) == va.count_parameters(head)
 
 
@@ -58,4 +59,5 @@ def test_builds_runs_and_reports_its_output_shape(task: str, name: str) -> None:
     assert torch.isfinite(y).all()
     info = model.visionatlas_info
     assert (info.task, info.architecture, info.num_classes) == (task, name, 3)
-    assert info.distribution is not None and info.version is not None
+    assert info.distribution is not None
+    assert info.version is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import urllib.error
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 import torchvision.models as tvm
 from torch import nn
+from torch.func import functional_call
 
 from visionatlas._lazy import resolve
 from visionatlas.backbones import builtin, weights
@@ -33,6 +35,17 @@ FINAL_LAYER = {
     "vit": "heads.head.",
 }
 PRE_LOGITS_KEYS = {"mobilenet_v3": "classifier.0.", "convnext": "classifier.0."}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_intra_op_thread() -> Iterator[None]:
+    """Inputs here are tiny: one thread is as fast and immune to oversubscribed CI cores."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def build(name: str, **fields: Any) -> Backbone:
@@ -170,6 +183,12 @@ def test_pre_logits_reproduce_torchvision(name: str, tmp_path: Path) -> None:
         final_map = backbone(x)
     last = SPECS[name].feature_levels[-1]
     assert final_map.shape == (2, last.channels, size // last.stride, size // last.stride)
+    # Module tooling that resolves names with getattr finds every submodule, pre_logits too.
+    state = {**dict(backbone.named_parameters()), **dict(backbone.named_buffers())}
+    with torch.no_grad():
+        assert torch.equal(functional_call(backbone, state, (x,)), final_map)
+    for key in backbone.state_dict():
+        backbone.get_submodule(key.rpartition(".")[0])
     torch.testing.assert_close(actual, expected, atol=1e-5, rtol=0)
     if family == "vit":  # at image_size the computation is torchvision's, bit for bit
         assert torch.equal(actual, expected)
@@ -265,6 +284,15 @@ def test_weights_members() -> None:
         build("resnet18", weights="IMAGENET1K_V1")
 
 
+def test_safetensors_needs_its_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "weights.safetensors"
+    path.write_bytes(b"\x00" * 16)
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    with pytest.raises(PretrainedWeightsError, match="pip install safetensors"):
+        weights.read_state_dict(path)
+
+
 def test_no_known_weights_needs_weights_path() -> None:
     backbone = build("resnet18")
     with pytest.raises(PretrainedWeightsError, match="weights_path"):
@@ -315,7 +343,7 @@ def test_freeze(name: str) -> None:
         assert not backbone.class_token.requires_grad
         assert not backbone.encoder.pos_embedding.requires_grad
     if name == "mobilenet_v3_small":
-        assert trainable(backbone._modules["pre_logits"])  # the hidden layer
+        assert trainable(backbone.get_submodule("pre_logits"))  # the hidden layer
 
     backbone.freeze(len(stages))
     assert trainable(backbone) == {id(p) for p in backbone.parameters()}

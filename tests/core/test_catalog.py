@@ -27,7 +27,8 @@ SEED_CLASSIFICATION = {
 def test_tasks_of_the_installed_plugins() -> None:
     assert {"classification", "regression"} <= set(va.list_tasks())
     task = va.get_task("classification")
-    assert task.display_name and task.demo_architecture == "resnet18"
+    assert task.display_name
+    assert task.demo_architecture == "resnet18"
 
 
 @pytest.mark.parametrize(("key", "expected"), SEED_CLASSIFICATION.items())
@@ -36,31 +37,37 @@ def test_seed_classification_keys_and_parameter_counts(
 ) -> None:
     spec = va.get_architecture("classification", key)
     assert (spec.display_name, spec.num_params) == expected
-    assert spec.note and spec.pretrained_available
-    assert spec.provider is not None and spec.provider.distribution == "visionatlas-classification"
+    assert spec.note
+    assert spec.pretrained_available
+    assert spec.provider is not None
+    assert spec.provider.distribution == "visionatlas-classification"
 
 
 def test_metadata_for_the_architecture_selector() -> None:
     meta = va.get_architecture("classification", "resnet50").as_dict()
-    assert meta["display_name"] == "ResNet-50" and meta["task"] == "classification"
+    assert meta["display_name"] == "ResNet-50"
+    assert meta["task"] == "classification"
     hp = meta["hyperparameters"]
     assert set(hp) >= {"learning_rate", "batch_size", "input_size", "epochs", "optimizer"}
     assert hp["input_size"] == [224, 224]
-    assert meta["plugin"] == "classification" and meta["version"] == "0.1.0"
+    assert meta["plugin"] == "classification"
+    assert meta["version"] == "0.1.0"
     vit = va.get_architecture("classification", "vit_b_16").hyperparameters
     assert vit.learning_rate < hp["learning_rate"]
 
 
 def test_listing_filters() -> None:
     names = va.list_architectures("classification")
-    assert names == sorted(names) and set(SEED_CLASSIFICATION) <= set(names)
+    assert names == sorted(names)
+    assert set(SEED_CLASSIFICATION) <= set(names)
     assert va.list_architectures("classification", pattern="resnet1*") == [
         "resnet101",
         "resnet152",
         "resnet18",
     ]
     everything = va.list_architectures()
-    assert "classification/resnet50" in everything and "regression/resnet50" in everything
+    assert "classification/resnet50" in everything
+    assert "regression/resnet50" in everything
 
 
 def test_backbone_listing() -> None:

@@ -72,8 +72,10 @@ def test_num_classes_below_one_or_not_int_is_rejected(bad: object) -> None:
 
 def test_task_plugin_extends_the_config_without_the_core_knowing() -> None:
     cls = va.get_catalog().config_class("regression", "resnet18")
-    assert issubclass(cls, ModelConfig) and cls is not ModelConfig
-    assert "num_outputs" in cls.model_fields and "num_outputs" not in ModelConfig.model_fields
+    assert issubclass(cls, ModelConfig)
+    assert cls is not ModelConfig
+    assert "num_outputs" in cls.model_fields
+    assert "num_outputs" not in ModelConfig.model_fields
     with pytest.raises(ValidationError, match="num_outputs"):
         va.create_model("regression", "resnet18", {"num_outputs": 0})
     with pytest.raises(ValidationError, match="num_outputs"):

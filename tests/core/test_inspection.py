@@ -27,7 +27,7 @@ def test_count_parameters_trainable_and_total() -> None:
     assert va.count_parameters(model, trainable_only=False) == total
     model.conv.requires_grad_(False)
     assert va.count_parameters(model) == total - (3 * 8 * 9 + 8)
-    with pytest.raises(TypeError, match="nn.Module"):
+    with pytest.raises(TypeError, match=r"nn\.Module"):
         va.count_parameters("resnet50")  # type: ignore[arg-type]
 
 
@@ -66,4 +66,6 @@ def test_summary_lists_layers_shapes_and_parameters() -> None:
     assert info.layers[2].num_params == 45
     assert info.total_params == va.count_parameters(model, trainable_only=False)
     text = str(info)
-    assert "conv" in text and "[2, 8, 8, 8]" in text and "Total parameters: 285" in text
+    assert "conv" in text
+    assert "[2, 8, 8, 8]" in text
+    assert "Total parameters: 285" in text

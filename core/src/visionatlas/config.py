@@ -75,12 +75,9 @@ class ModelConfig(BaseModel):
         """The effective :class:`BackboneConfig`, ``default`` naming the backbone if unset."""
         bb = self.backbone
         if isinstance(bb, BackboneConfig):
-            updates: dict[str, Any] = {}
-            if self.pretrained and not bb.pretrained:
-                updates["pretrained"] = True
             if self.weights_path is not None and bb.weights_path is None:
-                updates["weights_path"] = self.weights_path
-            return bb.model_copy(update=updates) if updates else bb
+                return bb.model_copy(update={"weights_path": self.weights_path})
+            return bb
         return BackboneConfig(
             model_name=bb or default,
             pretrained=self.pretrained or self.weights_path is not None,

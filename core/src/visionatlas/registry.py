@@ -157,11 +157,11 @@ def _check_builder(value: Any, what: str) -> None:
     raise ValueError(f"{what} must be a callable or a 'module:attribute' string, got {value!r}")
 
 
-def _check_positive(value: Any, what: str, *, optional: bool = False) -> None:
+def _check_count(value: Any, what: str, *, minimum: int = 0, optional: bool = False) -> None:
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{what} must be a non-negative int, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
 
 
 def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec types
@@ -182,12 +182,12 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec 
         return
     _check_builder(spec.builder, f"{kind} {spec.name!r} builder")
     if kind == "backbone":
-        _check_positive(spec.out_channels, f"backbone {spec.name!r} out_channels")
-        _check_positive(spec.pre_logits_dim, f"backbone {spec.name!r} pre_logits_dim")
-        _check_positive(spec.num_params, f"backbone {spec.name!r} num_params", optional=True)
-        strides = [level.stride for level in spec.feature_levels]
+        _check_count(spec.out_channels, f"backbone {spec.name!r} out_channels", minimum=1)
+        _check_count(spec.pre_logits_dim, f"backbone {spec.name!r} pre_logits_dim", minimum=1)
+        _check_count(spec.num_params, f"backbone {spec.name!r} num_params", optional=True)
         if not all(isinstance(level, FeatureLevel) for level in spec.feature_levels):
             raise TypeError(f"backbone {spec.name!r} feature_levels must be FeatureLevel objects")
+        strides = [level.stride for level in spec.feature_levels]
         if strides != sorted(set(strides)):
             raise ValueError(
                 f"backbone {spec.name!r} feature_levels must have increasing strides, "
@@ -195,7 +195,7 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec 
             )
     elif kind == "architecture":
         _check_name(spec.task, f"architecture {spec.name!r} task")
-        _check_positive(spec.num_params, f"architecture {spec.name!r} num_params", optional=True)
+        _check_count(spec.num_params, f"architecture {spec.name!r} num_params", optional=True)
         if isinstance(spec.default_num_classes, bool) or not isinstance(
             spec.default_num_classes, int
         ) or spec.default_num_classes < 1:

@@ -88,7 +88,8 @@ def test_structure_dropout_and_freeze() -> None:
         "classification", "efficientnet_b0", {"dropout": 0.5, "freeze_backbone": True}, 10
     )
     assert isinstance(model, BackboneHeadModel)
-    assert model.head.dropout.p == 0.5 and model.head.fc.out_features == 10
+    assert model.head.dropout.p == 0.5
+    assert model.head.fc.out_features == 10
     assert va.count_parameters(model) == 1280 * 10 + 10
     default = va.create_model("classification", "efficientnet_b0", num_classes=10)
     assert default.head.dropout.p == 0.2  # the family's own classifier dropout
@@ -109,11 +110,13 @@ def test_freeze_backbone_trains_only_the_head() -> None:
 def test_head_can_be_replaced_for_new_classes() -> None:
     model = va.create_model("classification", "mobilenet_v3_small", num_classes=1000)
     model.reset_head(7)
-    assert model.head.fc.out_features == 7 and model.head.fc.in_features == 1024
+    assert model.head.fc.out_features == 7
+    assert model.head.fc.in_features == 1024
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 7)
 
 
 def test_backbone_config_in_model_config() -> None:
-    config = va.ModelConfig(backbone=va.BackboneConfig(model_name="convnext_tiny", drop_path_rate=0.1))
+    backbone = va.BackboneConfig(model_name="convnext_tiny", drop_path_rate=0.1)
+    config = va.ModelConfig(backbone=backbone)
     model = va.create_model("classification", "convnext_tiny", config, num_classes=2)
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 2)

@@ -24,7 +24,8 @@ def test_num_outputs_from_config_or_num_classes() -> None:
 
 def test_accepts_a_plain_model_config() -> None:
     model = va.create_model("regression", "mobilenet_v3_small", va.ModelConfig(dropout=0.3))
-    assert model.head.dropout.p == 0.3 and model.head.fc.out_features == 1
+    assert model.head.dropout.p == 0.3
+    assert model.head.fc.out_features == 1
 
 
 def test_learns_a_linear_target() -> None:

@@ -40,6 +40,8 @@ class Backbone(nn.Module):
         self.feature_info = tuple(feature_info)
         self.out_channels = out_channels
         self.pre_logits_dim = out_channels if pre_logits_dim is None else pre_logits_dim
+        # The family's layers between pooling and the final linear layer (none by default).
+        self.pre_logits: nn.Module = nn.Identity()
         self.classifier: nn.Module | None = None
         # Final-layer weights that came with a pretrained checkpoint (e.g. ImageNet ``fc``);
         # a classification head of matching shape may adopt them, then they are dropped.
@@ -78,10 +80,6 @@ class Backbone(nn.Module):
     def pool(self, features: Tensor) -> Tensor:
         """Global average pooling of the final map to ``(N, out_channels)``."""
         return torch.flatten(nn.functional.adaptive_avg_pool2d(features, 1), 1)
-
-    def pre_logits(self, pooled: Tensor) -> Tensor:
-        """The family's layers between pooling and the final linear layer (default: none)."""
-        return pooled
 
     def forward_pre_logits(self, x: Tensor) -> Tensor:
         """``(N, pre_logits_dim)``: what a linear head consumes."""
@@ -124,5 +122,5 @@ class Backbone(nn.Module):
         self.requires_grad_(True)
 
     def _pre_logits_modules(self) -> list[nn.Module]:
-        """Modules holding pre-logits parameters (override when a family has some)."""
-        return []
+        """Modules holding pre-logits parameters."""
+        return [self.pre_logits]

@@ -7,7 +7,16 @@ its classifier (MobileNetV3's hidden layer, ConvNeXt's final norm) live under
 ``model_name`` is the torchvision builder name (``resnet50``, ``swin_v2_t``, ...).
 
 Multi-scale levels are ``feat1`` ... ``feat4`` at strides 4, 8, 16, 32; level ``i`` is the
-output of the last block at that stride, and ``feat4`` is the final feature map.
+output of the last block at that stride, and ``feat4`` is the final feature map. ViT has a
+single level (see :class:`ViTBackbone`).
+
+Config mapping: ``drop_rate`` is the trunk dropout of ViT and Swin (torchvision's
+``dropout``); EfficientNet and MobileNetV3 only have classifier dropout, which the head owns,
+so there it is not used; ResNet and ConvNeXt have no dropout and refuse a non-zero value.
+``drop_path_rate`` is passed as is to EfficientNet, ConvNeXt and Swin (so the default 0.0
+turns stochastic depth off, unlike torchvision's training defaults); the other families
+refuse a non-zero value. ``extra_kwargs`` go to the torchvision builder, checked against a
+per-family list first (MobileNetV3 and ConvNeXt would silently swallow unknown keys).
 """
 
 from __future__ import annotations
@@ -96,38 +105,30 @@ def _levels(channels: Sequence[int], strides: Sequence[int]) -> list[FeatureLeve
     ]
 
 
+class _ChannelsFirstPreLogits(nn.Sequential):
+    """Pre-logits layers written for ``(N, C, 1, 1)`` maps that also take the flat ``(N, C)``."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 2:
+            x = x[:, :, None, None]
+        for layer in self:
+            x = layer(x)
+        return x
+
+
 class TorchvisionBackbone(Backbone):
     """A backbone cut from a torchvision classifier.
 
     ``checkpoint_classifier_prefix`` names the torchvision final layer (``"fc."``) and
     ``checkpoint_key_map`` renames torchvision pre-logits keys to ours; the weights loader
-    uses both. Pre-logits layers, if any, are the submodule ``pre_logits`` (reach it with
-    :attr:`pre_logits_layers`; the name ``pre_logits`` itself is the method).
+    uses both.
+
+    Pre-logits layers, if any, are the submodule ``pre_logits``, so checkpoint keys map
+    as ``classifier.0.*`` -> ``pre_logits.0.*``.
     """
 
     checkpoint_classifier_prefix: str = ""
     checkpoint_key_map: Mapping[str, str] = {}
-
-    def _set_pre_logits(self, layers: nn.Sequential | None) -> None:
-        # Stored under the checkpoint key prefix "pre_logits"; the method of that name wins
-        # attribute lookup, so the module is kept in ``_modules`` directly.
-        if layers is None:
-            self._modules.pop("pre_logits", None)
-        else:
-            self._modules["pre_logits"] = layers
-
-    @property
-    def pre_logits_layers(self) -> nn.Module | None:
-        """The pre-logits submodule, or ``None`` when the family has none."""
-        return self._modules.get("pre_logits")
-
-    def pre_logits(self, pooled: Tensor) -> Tensor:
-        layers = self._modules.get("pre_logits")
-        return pooled if layers is None else layers(pooled)
-
-    def _pre_logits_modules(self) -> list[nn.Module]:
-        layers = self._modules.get("pre_logits")
-        return [] if layers is None else [layers]
 
 
 class _SequentialStagesBackbone(TorchvisionBackbone):
@@ -252,14 +253,15 @@ class MobileNetV3Backbone(_SequentialStagesBackbone):
             strides=(4, 8, 16, 16 if dilated else 32),
             pre_logits_dim=int(hidden.out_features),
         )
-        self._set_pre_logits(nn.Sequential(hidden, model.classifier[1]))
+        self.pre_logits = nn.Sequential(hidden, model.classifier[1])
 
 
 class ConvNeXtBackbone(_SequentialStagesBackbone):
     """ConvNeXt: ``features``, then pooling and ``pre_logits`` (``LayerNorm2d``, ``Flatten``).
 
     Pooling and the norm run exactly as in torchvision: average pool to ``(N, C, 1, 1)``,
-    ``LayerNorm2d``, flatten.
+    ``LayerNorm2d``, flatten; ``pre_logits`` takes the pooled vector flat or as
+    ``(N, C, 1, 1)``.
     """
 
     checkpoint_classifier_prefix = "classifier.2."
@@ -267,13 +269,8 @@ class ConvNeXtBackbone(_SequentialStagesBackbone):
 
     def __init__(self, model: Any, *, name: str) -> None:
         super().__init__(model.features, STAGE_ENDS[name], name=name)
-        self._set_pre_logits(nn.Sequential(model.classifier[0], model.classifier[1]))
-
-    def pre_logits(self, pooled: Tensor) -> Tensor:
-        """Accepts the flat ``(N, C)`` pooled vector or ``(N, C, 1, 1)``."""
-        if pooled.dim() == 2:
-            pooled = pooled[:, :, None, None]
-        return super().pre_logits(pooled)
+        layers = _ChannelsFirstPreLogits(model.classifier[0], model.classifier[1])
+        self.pre_logits = layers
 
 
 class SwinBackbone(_SequentialStagesBackbone):
@@ -343,7 +340,7 @@ class ViTBackbone(TorchvisionBackbone):
         self.encoder: Any = model.encoder  # torchvision's Encoder: pos_embedding, layers, ln
         if representation is not None:
             self.checkpoint_key_map = {"heads.pre_logits.": "pre_logits.0."}
-            self._set_pre_logits(nn.Sequential(model.heads.pre_logits, model.heads.act))
+            self.pre_logits = nn.Sequential(model.heads.pre_logits, model.heads.act)
 
     def stages(self) -> list[nn.Module]:
         stem = _group(
@@ -547,7 +544,8 @@ def _build_torchvision(
     except (TypeError, ValueError, AssertionError, NotImplementedError) as err:
         raise ValueError(
             f"torchvision.models.{name} rejected extra_kwargs {sorted(config.extra_kwargs)}: "
-            f"{err}. The {family.name} builders accept: {', '.join(family.accepted_kwargs)}"
+            f"{err}. Keys the {family.name} builders take: "
+            f"{', '.join(family.accepted_kwargs)} (some models fix some of them)"
         ) from err
     return model
 

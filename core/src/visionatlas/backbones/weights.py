@@ -211,10 +211,11 @@ def load_backbone_weights(
     """Load pretrained weights into ``backbone`` (strictly, save its own ``classifier``).
 
     The file may hold the full torchvision model or the backbone itself. Keys starting with
-    a ``key_map`` prefix are renamed (``"classifier.0."`` -> ``"pre_logits.0."``); the tensors
-    under ``classifier_prefix`` (the torchvision final layer, e.g. ``"fc."``) or the backbone's
-    own ``"classifier."`` go to ``backbone.pretrained_classifier_state`` and, when the
-    backbone has a built-in classifier of the same shape, into it as well.
+    a ``key_map`` prefix are renamed (``"classifier.0."`` -> ``"pre_logits.0."``). The final
+    layer, under ``classifier_prefix`` (torchvision's, e.g. ``"fc."``) or the backbone's own
+    ``classifier.weight``/``classifier.bias``, goes to ``backbone.pretrained_classifier_state``
+    as ``{"weight", "bias"}`` and, when the backbone has a built-in classifier of that shape,
+    into it as well. Everything else must match the backbone exactly.
     """
     state, source = _fetch(backbone.name, weights_ref, config)
     metadata: dict[str, Any] | None = getattr(state, "_metadata", None)
