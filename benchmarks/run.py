@@ -31,8 +31,14 @@ def cold_list(repeats: int) -> Comparison:
     run(ours_cmd), run(ref_cmd)  # warm the OS file cache for both
     ours, ref, _ = alternate(lambda: run(ours_cmd), lambda: run(ref_cmd), repeats)
     speedup = ref / ours
-    return Comparison("cold `visionatlas list` vs torchvision list_models", ours, ref,
-                      ">= 15x", speedup, speedup >= 15)
+    return Comparison(
+        "cold `visionatlas list` vs torchvision list_models",
+        ours,
+        ref,
+        ">= 15x",
+        speedup,
+        speedup >= 15,
+    )
 
 
 def create_resnet50(repeats: int) -> Comparison:
@@ -46,8 +52,14 @@ def create_resnet50(repeats: int) -> Comparison:
         lambda: torchvision.models.resnet50(),
         repeats,
     )
-    return Comparison("create_model resnet50 vs torchvision.models.resnet50", ours, ref,
-                      "<= 1.05", ratio, ratio <= 1.05)
+    return Comparison(
+        "create_model resnet50 vs torchvision.models.resnet50",
+        ours,
+        ref,
+        "<= 1.05",
+        ratio,
+        ratio <= 1.05,
+    )
 
 
 def forward_resnet50(repeats: int) -> Comparison:
@@ -66,11 +78,10 @@ def forward_resnet50(repeats: int) -> Comparison:
             model(x)
 
     forward(reference), forward(ours_model)  # warm-up
-    ours, ref, ratio = alternate(
-        lambda: forward(ours_model), lambda: forward(reference), repeats
+    ours, ref, ratio = alternate(lambda: forward(ours_model), lambda: forward(reference), repeats)
+    return Comparison(
+        "forward resnet50, batch 8 @ 224 (CPU)", ours, ref, "<= 1.02", ratio, ratio <= 1.02
     )
-    return Comparison("forward resnet50, batch 8 @ 224 (CPU)", ours, ref, "<= 1.02", ratio,
-                      ratio <= 1.02)
 
 
 BENCHMARKS = {"list": cold_list, "create": create_resnet50, "forward": forward_resnet50}

@@ -32,9 +32,7 @@ def test_tasks_of_the_installed_plugins() -> None:
 
 
 @pytest.mark.parametrize(("key", "expected"), SEED_CLASSIFICATION.items())
-def test_seed_classification_keys_and_parameter_counts(
-    key: str, expected: tuple[str, int]
-) -> None:
+def test_seed_classification_keys_and_parameter_counts(key: str, expected: tuple[str, int]) -> None:
     spec = va.get_architecture("classification", key)
     assert (spec.display_name, spec.num_params) == expected
     assert spec.note

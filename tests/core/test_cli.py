@@ -13,7 +13,8 @@ import torch
 from torch import Tensor, nn
 
 from visionatlas import Catalog, hookimpl, use_catalog
-from visionatlas.cli import format_table, human_count, main, summarize
+from visionatlas._format import format_table, human_count, summarize
+from visionatlas.cli import main
 from visionatlas.registry import Registrar
 from visionatlas.specs import ArchitectureSpec, BackboneSpec, FeatureLevel, TaskSpec
 
@@ -129,8 +130,15 @@ def toy_catalog() -> Iterator[Catalog]:
 # -- helpers -------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("value", "text"),
-    [(None, "-"), (0, "0"), (999, "999"), (1_500, "1.5K"), (25_557_032, "25.6M"),
-     (999_960, "1.0M"), (1_300_000_000, "1.3B")],
+    [
+        (None, "-"),
+        (0, "0"),
+        (999, "999"),
+        (1_500, "1.5K"),
+        (25_557_032, "25.6M"),
+        (999_960, "1.0M"),
+        (1_300_000_000, "1.3B"),
+    ],
 )
 def test_human_count(value: int | None, text: str) -> None:
     assert human_count(value) == text
@@ -169,8 +177,9 @@ def test_list_shows_every_architecture(capsys: pytest.CaptureFixture[str]) -> No
     rows = [line.split() for line in out.splitlines()[2:] if line.strip()]
     tasks = {row[0] for row in rows if len(row) > 2}
     assert {"classification", "regression"} <= tasks
-    resnet50 = next(line for line in out.splitlines() if line.split()[:2] == [
-        "classification", "resnet50"])
+    resnet50 = next(
+        line for line in out.splitlines() if line.split()[:2] == ["classification", "resnet50"]
+    )
     assert "ResNet-50" in resnet50
     assert "25.6M" in resnet50
     assert "classification" in resnet50
@@ -187,9 +196,7 @@ def test_list_json_with_task_and_pattern(capsys: pytest.CaptureFixture[str]) -> 
     assert by_name["resnet50"]["plugin"] == "classification"
 
 
-def test_list_filters_toy_catalog(
-    toy_catalog: Catalog, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_list_filters_toy_catalog(toy_catalog: Catalog, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "list", "--task", "toy", "--json")
     assert code == 0
     assert [d["name"] for d in json.loads(out)] == ["tiny", "tiny2"]
@@ -216,8 +223,16 @@ def test_list_unknown_task_exits_2(
 def test_show_metadata_hyperparameters_and_plugin(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, "show", "classification", "resnet50")
     assert code == 0
-    for text in ("ResNet-50", "25,557,032 (25.6M)", "learning_rate", "batch_size",
-                 "visionatlas-classification", "Backbone resnet50", "feat4", "2048"):
+    for text in (
+        "ResNet-50",
+        "25,557,032 (25.6M)",
+        "learning_rate",
+        "batch_size",
+        "visionatlas-classification",
+        "Backbone resnet50",
+        "feat4",
+        "2048",
+    ):
         assert text in out, text
 
 
@@ -288,8 +303,13 @@ def test_backbones_pretrained_only(
 def test_plugins(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _err = run(capsys, "plugins")
     assert code == 0
-    for text in ("builtin-backbones", "classification", "regression",
-                 "visionatlas-classification", "0.1.0"):
+    for text in (
+        "builtin-backbones",
+        "classification",
+        "regression",
+        "visionatlas-classification",
+        "0.1.0",
+    ):
         assert text in out, text
     assert "failed" not in out, out
     code, out, _ = run(capsys, "plugins", "--json")
@@ -317,8 +337,18 @@ def test_plugins_show_problems_one_line_each(capsys: pytest.CaptureFixture[str])
 
 # -- demo --------------------------------------------------------------------------------------
 def test_demo_classification(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "demo", "--task", "classification", "--input-size", "64",
-                       "--batch-size", "1", "--repeats", "1")
+    code, out, _ = run(
+        capsys,
+        "demo",
+        "--task",
+        "classification",
+        "--input-size",
+        "64",
+        "--batch-size",
+        "1",
+        "--repeats",
+        "1",
+    )
     assert code == 0, out
     row = next(line for line in out.splitlines() if line.startswith("classification"))
     assert "resnet18" in row
@@ -351,9 +381,7 @@ def test_demo_json_toy_tasks_and_failure(
     assert det["output"] == "list[2] of {boxes: [k, 4], labels: [k]}"
 
 
-def test_demo_table_shows_errors(
-    toy_catalog: Catalog, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_demo_table_shows_errors(toy_catalog: Catalog, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "demo", "--task", "broken", "toy", "--input-size", "8")
     assert code == 1
     broken = next(line for line in out.splitlines() if line.startswith("broken"))

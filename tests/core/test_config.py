@@ -88,4 +88,4 @@ def test_json_schema_is_exported() -> None:
     assert {"backbone", "pretrained", "freeze_backbone", "dropout", "num_outputs"} <= set(
         schema["properties"]
     )
-    assert schema["properties"]["num_outputs"]["minimum"] == 1
+    assert {"minimum": 1, "type": "integer"} in schema["properties"]["num_outputs"]["anyOf"]

@@ -123,9 +123,10 @@ def test_third_party_backbone_gets_classification_for_free(third_party_catalog: 
     assert spec.provider.name == "classification"  # derived by the classification plugin
     assert spec.backbone == "toy_cnn"
     assert spec.num_params == TOY_BACKBONE_PARAMS + 48 * 1000 + 1000
-    assert "classification/toy_cnn" in _reports(third_party_catalog)["classification"].registered[
-        "architecture"
-    ]
+    assert (
+        "classification/toy_cnn"
+        in _reports(third_party_catalog)["classification"].registered["architecture"]
+    )
     model = va.create_model("classification", "toy_cnn", num_classes=3).eval()
     with torch.no_grad():
         assert model(torch.rand(1, 3, 64, 64)).shape == (1, 3)
@@ -337,8 +338,9 @@ def _tiny_builder(config: va.ModelConfig, num_classes: int) -> torch.nn.Module:
 
 
 def test_register_decorator_adds_a_buildable_architecture(classification_only: Catalog) -> None:
-    decorated = va.register("classification", "tiny_pool_linear", num_params=3 * 4 + 4,
-                            default_num_classes=4)(_tiny_builder)
+    decorated = va.register(
+        "classification", "tiny_pool_linear", num_params=3 * 4 + 4, default_num_classes=4
+    )(_tiny_builder)
     assert decorated is _tiny_builder
     spec = va.get_architecture("classification", "tiny_pool_linear")
     assert spec.provider is not None
@@ -380,8 +382,9 @@ def _module_plugin() -> types.ModuleType:
     @hookimpl
     def visionatlas_register_architectures(registry: Registrar) -> None:
         registry.add_architecture(
-            ArchitectureSpec(task="inline_task", name="pool_linear", builder=_tiny_builder,
-                             default_num_classes=2)
+            ArchitectureSpec(
+                task="inline_task", name="pool_linear", builder=_tiny_builder, default_num_classes=2
+            )
         )
 
     module.visionatlas_register_tasks = visionatlas_register_tasks  # type: ignore[attr-defined]
@@ -467,8 +470,9 @@ def test_isolated_catalog_reports_problems_of_given_plugins() -> None:
         @hookimpl
         def visionatlas_register_backbones(self, registry: Registrar) -> None:
             registry.add_backbone(
-                BackboneSpec(name="half", builder="x.y:z", family="f", out_channels=1,
-                             pre_logits_dim=1)
+                BackboneSpec(
+                    name="half", builder="x.y:z", family="f", out_channels=1, pre_logits_dim=1
+                )
             )
             raise ValueError("nope")
 

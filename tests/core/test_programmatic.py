@@ -51,3 +51,12 @@ def test_a_script_registration_clashing_with_a_new_plugin_keeps_the_catalog() ->
         va.register_plugin(_BackbonePlugin(), name="my-backbones")
     assert "my_resnet18" not in va.list_backbones()
     assert va.get_architecture("classification", "my_resnet18").builder is build
+
+
+def test_a_builder_that_returns_no_module_is_reported() -> None:
+    @va.register("scripted", "not_a_module")
+    def build(config: va.ModelConfig, num_classes: int) -> object:
+        return {"weights": num_classes}
+
+    with pytest.raises(va.PluginError, match=r"returned a dict, not a torch\.nn\.Module"):
+        va.create_model("scripted", "not_a_module")

@@ -226,8 +226,9 @@ def test_check_plugin_fails_for_blocked_and_empty_plugins(
     monkeypatch.setenv("VISIONATLAS_BLOCKED_PLUGINS", "toy")
     with pytest.raises(CheckFailed, match=r"'toy' .*status 'blocked'"):
         check_plugin("toy", catalog=third_party_catalog)
-    with isolated_catalog(Silent(), builtins=False), pytest.raises(
-        AssertionError, match=r"'Silent' .*registered nothing"
+    with (
+        isolated_catalog(Silent(), builtins=False),
+        pytest.raises(AssertionError, match=r"'Silent' .*registered nothing"),
     ):
         check_plugin("Silent")
 

@@ -38,9 +38,9 @@ class LazyCall:
         return f"LazyCall({self.reference!r}{', ' if bound else ''}{bound})"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, LazyCall)
-            and (self.reference, self.bound) == (other.reference, other.bound)
+        return isinstance(other, LazyCall) and (self.reference, self.bound) == (
+            other.reference,
+            other.bound,
         )
 
     def __hash__(self) -> int:

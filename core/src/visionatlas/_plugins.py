@@ -111,9 +111,7 @@ def _check_unknown_hooks(
             )
 
 
-def _check_api_version(
-    manager: pluggy.PluginManager, plugin: object, report: PluginReport
-) -> bool:
+def _check_api_version(manager: pluggy.PluginManager, plugin: object, report: PluginReport) -> bool:
     for impl in manager.hook.visionatlas_api_version.get_hookimpls():
         if impl.plugin is not plugin:
             continue
@@ -252,4 +250,3 @@ def programmatic_report(plugin: object, name: str | None = None) -> PluginReport
         plugin.__name__ if isinstance(plugin, ModuleType) else type(plugin).__qualname__
     )
     return PluginReport(name=label, module=module)
-

@@ -11,7 +11,7 @@ import fnmatch
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from visionatlas._lazy import resolve
@@ -63,7 +63,6 @@ class BuildInfo:
     plugin: str | None
     distribution: str | None
     version: str | None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _matches(name: str, pattern: str | None) -> bool:
@@ -206,9 +205,9 @@ class Catalog:
             return TaskSpec(name=name, display_name=name)
         raise UnknownTaskError(name, self.list_tasks(), context="(no installed plugin provides it)")
 
-    def architectures(self, task: str | None = None, pattern: str | None = None) -> list[
-        ArchitectureSpec
-    ]:
+    def architectures(
+        self, task: str | None = None, pattern: str | None = None
+    ) -> list[ArchitectureSpec]:
         """Architecture specs, optionally for one task and matching a glob ``pattern``."""
         if task is not None:
             self.get_task(task)
@@ -236,9 +235,9 @@ class Catalog:
             )
         return spec
 
-    def backbones(self, pattern: str | None = None, pretrained_only: bool = False) -> list[
-        BackboneSpec
-    ]:
+    def backbones(
+        self, pattern: str | None = None, pretrained_only: bool = False
+    ) -> list[BackboneSpec]:
         specs = [
             spec
             for name, spec in self._state.registry.backbones.items()
@@ -246,9 +245,9 @@ class Catalog:
         ]
         return sorted(specs, key=lambda s: s.name)
 
-    def list_backbones(self, pattern: str | None = None, pretrained_only: bool = False) -> list[
-        str
-    ]:
+    def list_backbones(
+        self, pattern: str | None = None, pretrained_only: bool = False
+    ) -> list[str]:
         """Backbone names matching a glob ``pattern`` (e.g. ``"*resnet*"``)."""
         return [spec.name for spec in self.backbones(pattern, pretrained_only)]
 
@@ -327,8 +326,16 @@ class Catalog:
         builder = _load(spec.builder, spec.provider, "builder")
         with self._building():
             model = builder(cfg, classes)
+        from torch import nn
+
         provider = spec.provider or PluginRef(name="unknown")
-        model.visionatlas_info = BuildInfo(
+        if not isinstance(model, nn.Module):
+            raise PluginError(
+                f"the builder of {task}/{architecture} from {provider} returned a "
+                f"{type(model).__name__}, not a torch.nn.Module",
+                plugin=provider.name,
+            )
+        info = BuildInfo(
             task=task,
             architecture=architecture,
             config=cfg.model_dump(mode="json"),
@@ -337,6 +344,7 @@ class Catalog:
             distribution=provider.distribution,
             version=provider.version,
         )
+        object.__setattr__(model, "visionatlas_info", info)  # a plain attribute, not state
         return model
 
     def create_backbone(

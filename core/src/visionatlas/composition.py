@@ -38,8 +38,9 @@ class BackboneHeadModel(nn.Module):
     def unfreeze_backbone(self) -> None:
         self.backbone.unfreeze()
 
-    def reset_head(self, num_outputs: int, *, head: str | None = None, dropout: float | None = None
-                   ) -> None:
+    def reset_head(
+        self, num_outputs: int, *, head: str | None = None, dropout: float | None = None
+    ) -> None:
         """Replace the head with a fresh one of ``num_outputs`` outputs (e.g. new classes)."""
         name = head or self.head_name
         if name is None:

@@ -27,9 +27,7 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     """Number of parameters of ``model`` (only those with ``requires_grad`` by default)."""
     if not isinstance(model, nn.Module):
         raise TypeError(f"count_parameters expects an nn.Module, got {type(model).__name__}")
-    return sum(
-        p.numel() for p in model.parameters() if p.requires_grad or not trainable_only
-    )
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
 def _to_meta(value: Any) -> Any:
@@ -167,9 +165,7 @@ def _format_shape(shape: Any) -> str:
 
 
 @contextmanager
-def _recording(
-    model: nn.Module, max_depth: int | None
-) -> Iterator[dict[str, Any]]:
+def _recording(model: nn.Module, max_depth: int | None) -> Iterator[dict[str, Any]]:
     outputs: dict[str, Any] = {}
     handles = []
 

@@ -190,15 +190,16 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec 
         strides = [level.stride for level in spec.feature_levels]
         if strides != sorted(set(strides)):
             raise ValueError(
-                f"backbone {spec.name!r} feature_levels must have increasing strides, "
-                f"got {strides}"
+                f"backbone {spec.name!r} feature_levels must have increasing strides, got {strides}"
             )
     elif kind == "architecture":
         _check_name(spec.task, f"architecture {spec.name!r} task")
         _check_count(spec.num_params, f"architecture {spec.name!r} num_params", optional=True)
-        if isinstance(spec.default_num_classes, bool) or not isinstance(
-            spec.default_num_classes, int
-        ) or spec.default_num_classes < 1:
+        if (
+            isinstance(spec.default_num_classes, bool)
+            or not isinstance(spec.default_num_classes, int)
+            or spec.default_num_classes < 1
+        ):
             raise ValueError(
                 f"architecture {spec.name!r} default_num_classes must be an int >= 1, "
                 f"got {spec.default_num_classes!r}"
@@ -299,14 +300,13 @@ class Registrar:
             hook(registry=self)
         except Exception as err:  # a broken plugin must never take the catalog down
             undone = self.rollback()
-            dropped = f"; dropped what it registered in this hook: {', '.join(undone)}" if (
-                undone
-            ) else ""
-            self._report.add_problem(
-                "hook-error", f"{type(err).__name__}: {err}{dropped}", phase
+            dropped = (
+                f"; dropped what it registered in this hook: {', '.join(undone)}"
+                if (undone)
+                else ""
             )
+            self._report.add_problem("hook-error", f"{type(err).__name__}: {err}{dropped}", phase)
             if self._strict:
                 raise
         else:
             self.commit()
-

@@ -131,6 +131,29 @@ class BackboneSpec:
     def title(self) -> str:
         return self.display_name or self.name
 
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready metadata, as shown by ``visionatlas backbones --json``."""
+        provider = self.provider
+        return {
+            "name": self.name,
+            "display_name": self.title,
+            "family": self.family,
+            "num_params": self.num_params,
+            "out_channels": self.out_channels,
+            "pre_logits_dim": self.pre_logits_dim,
+            "feature_levels": [
+                {"name": lv.name, "channels": lv.channels, "stride": lv.stride}
+                for lv in self.feature_levels
+            ],
+            "multiscale": self.multiscale,
+            "pretrained_weights": self.pretrained_weights,
+            "default_input_size": self.default_input_size,
+            "min_input_size": self.min_input_size,
+            "note": self.note,
+            "tags": list(self.tags),
+            "plugin": provider.name if provider else None,
+        }
+
 
 @dataclass(frozen=True, kw_only=True)
 class HeadSpec:

@@ -11,8 +11,9 @@ import visionatlas as va
 def test_default_is_one_output() -> None:
     model = va.create_model("regression", "resnet18").eval()
     assert model(torch.rand(3, 3, 64, 64)).shape == (3, 1)
-    assert type(model.visionatlas_info.config) is dict
-    assert model.visionatlas_info.config["num_outputs"] == 1
+    info = model.visionatlas_info
+    assert info.config["num_outputs"] is None
+    assert info.num_classes == 1
 
 
 def test_num_outputs_from_config_or_num_classes() -> None:
@@ -20,6 +21,14 @@ def test_num_outputs_from_config_or_num_classes() -> None:
     assert va.create_model("regression", "resnet18", num_classes=3).head.fc.out_features == 3
     with pytest.raises(ValueError, match="disagree"):
         va.create_model("regression", "resnet18", {"num_outputs": 4}, num_classes=3)
+
+
+@pytest.mark.parametrize(("config", "num_classes"), [({"num_outputs": 3}, None), ({}, 3)])
+def test_build_info_rebuilds_the_same_model(config: dict[str, int], num_classes: int | None) -> None:
+    model = va.create_model("regression", "resnet18", config, num_classes=num_classes)
+    info = model.visionatlas_info
+    again = va.create_model(info.task, info.architecture, info.config, info.num_classes)
+    assert again.head.fc.out_features == model.head.fc.out_features == 3
 
 
 def test_accepts_a_plain_model_config() -> None:

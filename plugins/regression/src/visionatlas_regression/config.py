@@ -12,4 +12,8 @@ __all__ = ["RegressionConfig"]
 class RegressionConfig(ModelConfig):
     """Config of regression architectures."""
 
-    num_outputs: int = Field(default=1, ge=1, description="Number of regressed values")
+    num_outputs: int | None = Field(
+        default=None,
+        ge=1,
+        description="Number of regressed values; default: num_classes (1 unless given)",
+    )

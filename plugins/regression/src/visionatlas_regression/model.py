@@ -12,18 +12,13 @@ def build_regressor(
 ) -> BackboneHeadModel:
     """Backbone, pooling, its pre-logits layers, dropout and ``num_outputs`` linear outputs.
 
-    ``num_classes`` is read as the number of outputs when the config leaves ``num_outputs``
-    unset (so callers that always pass ``num_classes`` work); both set and different is an
-    error.
+    ``num_outputs`` unset means ``num_classes`` outputs (1 by default), so callers that
+    always pass ``num_classes`` work; both given and different is an error.
     """
-    outputs = config.num_outputs
-    if "num_outputs" not in config.model_fields_set:
-        outputs = num_classes
-    elif num_classes not in (1, outputs):
+    outputs = config.num_outputs if config.num_outputs is not None else num_classes
+    if num_classes not in (1, outputs):
         raise ValueError(
             f"num_classes={num_classes} and config num_outputs={outputs} disagree; regression "
             "uses num_outputs, so leave num_classes unset or equal to it"
         )
-    return build_on_backbone(
-        config, task=TASK, backbone=backbone, head=HEAD, num_outputs=outputs
-    )
+    return build_on_backbone(config, task=TASK, backbone=backbone, head=HEAD, num_outputs=outputs)
