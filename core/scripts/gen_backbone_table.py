@@ -33,8 +33,8 @@ MODULE = "visionatlas.backbones.torchvision_families"
 # name: (display name, note, tags)
 MODELS: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "resnet": {
-        "resnet18": ("ResNet-18", "Lightweight residual baseline", ("cnn", "lightweight")),
-        "resnet34": ("ResNet-34", "Light residual network", ("cnn",)),
+        "resnet18": ("ResNet-18", "Lightweight", ("cnn", "lightweight")),
+        "resnet34": ("ResNet-34", "Mid-range", ("cnn",)),
         "resnet50": ("ResNet-50", "Standard baseline", ("cnn", "baseline")),
         "resnet101": ("ResNet-101", "Deeper ResNet-50", ("cnn",)),
         "resnet152": ("ResNet-152", "Deepest ResNet", ("cnn", "large")),
@@ -63,12 +63,12 @@ MODELS: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "efficientnet": {
         "efficientnet_b0": (
             "EfficientNet-B0",
-            "Lightweight, accurate for its size",
+            "Parameter-efficient",
             ("cnn", "lightweight"),
         ),
         "efficientnet_b1": ("EfficientNet-B1", "Compound-scaled B0, 240 px", ("cnn",)),
         "efficientnet_b2": ("EfficientNet-B2", "Compound-scaled B0, 288 px", ("cnn",)),
-        "efficientnet_b3": ("EfficientNet-B3", "Compound-scaled B0, 300 px", ("cnn",)),
+        "efficientnet_b3": ("EfficientNet-B3", "Higher accuracy", ("cnn",)),
         "efficientnet_b4": ("EfficientNet-B4", "Compound-scaled B0, 380 px", ("cnn",)),
         "efficientnet_b5": ("EfficientNet-B5", "High-resolution (456 px), slow", ("cnn", "large")),
         "efficientnet_b6": ("EfficientNet-B6", "High-resolution (528 px), slow", ("cnn", "large")),
@@ -84,12 +84,12 @@ MODELS: dict[str, dict[str, tuple[str, str, tuple[str, ...]]]] = {
     "mobilenet_v3": {
         "mobilenet_v3_small": (
             "MobileNetV3-Small",
-            "Edge-optimized, smallest",
+            "Edge-optimized",
             ("cnn", "mobile", "lightweight"),
         ),
         "mobilenet_v3_large": (
             "MobileNetV3-Large",
-            "Edge-optimized",
+            "Edge, better accuracy",
             ("cnn", "mobile", "lightweight"),
         ),
     },

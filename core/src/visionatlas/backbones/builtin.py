@@ -45,7 +45,7 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         default_input_size=224,
         min_input_size=32,
         default_drop_rate=0.0,
-        note="Lightweight residual baseline",
+        note="Lightweight",
         tags=("cnn", "lightweight", "multiscale", "imagenet"),
     ),
     BackboneSpec(
@@ -66,7 +66,7 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         default_input_size=224,
         min_input_size=32,
         default_drop_rate=0.0,
-        note="Light residual network",
+        note="Mid-range",
         tags=("cnn", "multiscale", "imagenet"),
     ),
     BackboneSpec(
@@ -255,7 +255,7 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         default_input_size=224,
         min_input_size=32,
         default_drop_rate=0.2,
-        note="Lightweight, accurate for its size",
+        note="Parameter-efficient",
         tags=("cnn", "lightweight", "multiscale", "imagenet"),
     ),
     BackboneSpec(
@@ -318,7 +318,7 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         default_input_size=300,
         min_input_size=32,
         default_drop_rate=0.3,
-        note="Compound-scaled B0, 300 px",
+        note="Higher accuracy",
         tags=("cnn", "multiscale", "imagenet"),
     ),
     BackboneSpec(
@@ -486,7 +486,7 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         default_input_size=224,
         min_input_size=32,
         default_drop_rate=0.2,
-        note="Edge-optimized, smallest",
+        note="Edge-optimized",
         tags=("cnn", "mobile", "lightweight", "multiscale", "imagenet"),
     ),
     BackboneSpec(
@@ -507,7 +507,7 @@ BACKBONES: tuple[BackboneSpec, ...] = (
         default_input_size=224,
         min_input_size=32,
         default_drop_rate=0.2,
-        note="Edge-optimized",
+        note="Edge, better accuracy",
         tags=("cnn", "mobile", "lightweight", "multiscale", "imagenet"),
     ),
     BackboneSpec(
