@@ -24,7 +24,9 @@ def test_num_outputs_from_config_or_num_classes() -> None:
 
 
 @pytest.mark.parametrize(("config", "num_classes"), [({"num_outputs": 3}, None), ({}, 3)])
-def test_build_info_rebuilds_the_same_model(config: dict[str, int], num_classes: int | None) -> None:
+def test_build_info_rebuilds_the_same_model(
+    config: dict[str, int], num_classes: int | None
+) -> None:
     model = va.create_model("regression", "resnet18", config, num_classes=num_classes)
     info = model.visionatlas_info
     again = va.create_model(info.task, info.architecture, info.config, info.num_classes)
