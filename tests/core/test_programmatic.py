@@ -60,3 +60,26 @@ def test_a_builder_that_returns_no_module_is_reported() -> None:
 
     with pytest.raises(va.PluginError, match=r"returned a dict, not a torch\.nn\.Module"):
         va.create_model("scripted", "not_a_module")
+
+
+class _MismatchedBackbone:
+    @va.hookimpl
+    def visionatlas_register_backbones(self, registry: va.Registrar) -> None:
+        registry.add_backbone(
+            BackboneSpec(
+                name="mismatched",
+                builder="x.y:z",
+                family="toy",
+                out_channels=64,
+                pre_logits_dim=64,
+                feature_levels=(FeatureLevel(name="feat4", channels=32, stride=32),),
+            )
+        )
+
+
+def test_out_channels_must_be_the_last_level_channels() -> None:
+    with pytest.raises(
+        va.PluginError, match=r"out_channels=64 differs .* last feature level \(32\)"
+    ):
+        va.register_plugin(_MismatchedBackbone(), name="mismatched")
+    assert "mismatched" not in va.list_backbones()

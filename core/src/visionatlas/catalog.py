@@ -267,6 +267,21 @@ class Catalog:
         return spec
 
     # -- construction ----------------------------------------------------------------------
+    def example_inputs(
+        self, task: str, *, batch_size: int = 2, input_size: tuple[int, int] = (224, 224)
+    ) -> Any:
+        """A synthetic batch for ``task``: its ``example_inputs`` builder's, or images.
+
+        Without a task-specific builder the batch is ``torch.rand(batch_size, 3, H, W)``.
+        """
+        spec = self.get_task(task)
+        if spec.example_inputs is None:
+            import torch
+
+            return torch.rand(batch_size, 3, *input_size)
+        make = _load(spec.example_inputs, spec.provider, "example_inputs")
+        return make(batch_size=batch_size, input_size=input_size)
+
     @contextmanager
     def _building(self) -> Iterator[None]:
         token = _BUILDING.set(self)

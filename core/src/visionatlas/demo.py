@@ -90,16 +90,6 @@ def _preload(catalog: Catalog, task: str, architecture: str) -> None:
                 resolve(target)
 
 
-def _example_batch(catalog: Catalog, task: str, batch_size: int, size: tuple[int, int]) -> Any:
-    import torch
-
-    spec = catalog.get_task(task)
-    if spec.example_inputs is None:
-        return torch.rand(batch_size, 3, *size)
-    make = resolve(spec.example_inputs)
-    return make(batch_size=batch_size, input_size=size)
-
-
 def run_demo(
     catalog: Catalog, task: str, *, batch_size: int, size: tuple[int, int], repeats: int, seed: int
 ) -> DemoResult:
@@ -118,7 +108,7 @@ def run_demo(
         model.eval()
         result.num_params = count_parameters(model, trainable_only=False)
         torch.manual_seed(seed)
-        batch = _example_batch(catalog, task, batch_size, size)
+        batch = catalog.example_inputs(task, batch_size=batch_size, input_size=size)
         result.input_tree = shape_tree(batch)
         with torch.inference_mode():
             output = model(batch)  # warm-up

@@ -18,7 +18,14 @@ from torch.func import functional_call
 
 from visionatlas.errors import ShapeInferenceError
 
-__all__ = ["LayerInfo", "ModelSummary", "count_parameters", "infer_output_shape", "summary"]
+__all__ = [
+    "LayerInfo",
+    "ModelSummary",
+    "count_parameters",
+    "infer_output_shape",
+    "shapes_of",
+    "summary",
+]
 
 Shape = tuple[int, ...]
 
@@ -40,15 +47,16 @@ def _to_meta(value: Any) -> Any:
     return value
 
 
-def _shapes(value: Any) -> Any:
+def shapes_of(value: Any) -> Any:
+    """Shapes of tensors in ``value`` (tuples), keeping dicts, lists and named tuples."""
     if isinstance(value, Tensor):
         return tuple(value.shape)
     if isinstance(value, Mapping):
-        return {k: _shapes(v) for k, v in value.items()}
+        return {k: shapes_of(v) for k, v in value.items()}
     if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_shapes(v) for v in value))
+        return type(value)(*(shapes_of(v) for v in value))
     if isinstance(value, (list, tuple)):
-        return type(value)(_shapes(v) for v in value)
+        return type(value)(shapes_of(v) for v in value)
     return value
 
 
@@ -96,7 +104,7 @@ def infer_output_shape(
     shapes are used). The result mirrors the output structure: a tuple for a tensor, a dict
     or list of tuples for dict or list outputs.
     """
-    return _shapes(_run_on_meta(model, inputs))
+    return shapes_of(_run_on_meta(model, inputs))
 
 
 @dataclass(frozen=True)
@@ -171,7 +179,7 @@ def _recording(model: nn.Module, max_depth: int | None) -> Iterator[dict[str, An
 
     def hook_for(name: str) -> Callable[..., None]:
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> None:
-            outputs[name] = _shapes(output)
+            outputs[name] = shapes_of(output)
 
         return hook
 
@@ -199,7 +207,7 @@ def summary(
     Runs on the meta device, like :func:`infer_output_shape`.
     """
     with _recording(model, max_depth) as outputs:
-        output = _shapes(_run_on_meta(model, inputs))
+        output = shapes_of(_run_on_meta(model, inputs))
     layers = []
     for name, module in model.named_modules():
         if name not in outputs:
@@ -215,7 +223,7 @@ def summary(
                 depth=name.count("."),
             )
         )
-    shown_input = _shapes(_example(inputs)) if not isinstance(inputs, tuple) else tuple(inputs)
+    shown_input = shapes_of(_example(inputs)) if not isinstance(inputs, tuple) else tuple(inputs)
     return ModelSummary(
         model=type(model).__name__,
         input_shape=shown_input,

@@ -192,6 +192,12 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec 
             raise ValueError(
                 f"backbone {spec.name!r} feature_levels must have increasing strides, got {strides}"
             )
+        last = spec.feature_levels[-1].channels if spec.feature_levels else spec.out_channels
+        if last != spec.out_channels:
+            raise ValueError(
+                f"backbone {spec.name!r} out_channels={spec.out_channels} differs from the "
+                f"channels of its last feature level ({last}); they must be equal"
+            )
     elif kind == "architecture":
         _check_name(spec.task, f"architecture {spec.name!r} task")
         _check_count(spec.num_params, f"architecture {spec.name!r} num_params", optional=True)

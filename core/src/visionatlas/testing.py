@@ -28,7 +28,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from visionatlas._lazy import resolve
 from visionatlas.catalog import Catalog, get_catalog, use_catalog
 from visionatlas.registry import PluginReport
 
@@ -115,20 +114,6 @@ class ArchitectureCheck:
     """Parameters with the default config and ``default_num_classes``, when compared."""
 
 
-def _shapes(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return tuple(value.shape)
-    if isinstance(value, Mapping):
-        return {k: _shapes(v) for k, v in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # named tuple
-        return type(value)(*(_shapes(v) for v in value))
-    if isinstance(value, list | tuple):
-        return type(value)(_shapes(v) for v in value)
-    return value
-
-
 def _build(
     catalog: Catalog,
     task: str,
@@ -148,14 +133,10 @@ def _build(
 def _example_inputs(
     catalog: Catalog, task: str, batch_size: int, input_size: tuple[int, int]
 ) -> Any:
-    import torch
-
-    factory = catalog.get_task(task).example_inputs
-    if factory is None:
-        return torch.rand(batch_size, 3, *input_size)
     try:
-        return resolve(factory)(batch_size=batch_size, input_size=input_size)
+        return catalog.example_inputs(task, batch_size=batch_size, input_size=input_size)
     except Exception as err:
+        factory = catalog.get_task(task).example_inputs or "the default image batch"
         raise CheckFailed(
             f"the example_inputs {factory!r} of task {task!r} failed: {type(err).__name__}: {err}"
         ) from err
@@ -184,7 +165,7 @@ def check_architecture(
     """
     import torch
 
-    from visionatlas.inspection import count_parameters, infer_output_shape
+    from visionatlas.inspection import count_parameters, infer_output_shape, shapes_of
 
     catalog = catalog or get_catalog()
     spec = catalog.get_architecture(task, name)
@@ -197,10 +178,10 @@ def check_architecture(
             output = model(inputs)
     except Exception as err:
         raise CheckFailed(
-            f"{label}: forward pass on example inputs {_shapes(inputs)} failed: "
+            f"{label}: forward pass on example inputs {shapes_of(inputs)} failed: "
             f"{type(err).__name__}: {err}"
         ) from err
-    output_shape = _shapes(output)
+    output_shape = shapes_of(output)
 
     if infer_shape and isinstance(output, torch.Tensor):
         try:
@@ -237,7 +218,7 @@ def check_architecture(
     return ArchitectureCheck(
         task=task,
         name=name,
-        input_shape=_shapes(inputs),
+        input_shape=shapes_of(inputs),
         output_shape=output_shape,
         num_params=count_parameters(model, trainable_only=False),
         default_num_params=default_num_params,

@@ -24,7 +24,6 @@ class Backbone(nn.Module):
 
     name: str
     feature_info: tuple[FeatureLevel, ...]
-    out_channels: int
     pre_logits_dim: int
 
     def __init__(
@@ -32,14 +31,14 @@ class Backbone(nn.Module):
         *,
         name: str,
         feature_info: Sequence[FeatureLevel],
-        out_channels: int,
         pre_logits_dim: int | None = None,
     ) -> None:
         super().__init__()
+        if not feature_info:
+            raise ValueError(f"backbone {name!r} needs at least one feature level")
         self.name = name
         self.feature_info = tuple(feature_info)
-        self.out_channels = out_channels
-        self.pre_logits_dim = out_channels if pre_logits_dim is None else pre_logits_dim
+        self.pre_logits_dim = self.out_channels if pre_logits_dim is None else pre_logits_dim
         # The family's layers between pooling and the final linear layer (none by default).
         self.pre_logits: nn.Module = nn.Identity()
         self.classifier: nn.Module | None = None
@@ -48,6 +47,11 @@ class Backbone(nn.Module):
         self.pretrained_classifier_state: dict[str, Tensor] | None = None
 
     # -- the interface -----------------------------------------------------------------
+    @property
+    def out_channels(self) -> int:
+        """Channels of the final feature map: those of the last feature level."""
+        return self.feature_info[-1].channels
+
     @property
     def num_features(self) -> int:
         """Channels of the final feature map (same as ``out_channels``)."""

@@ -154,7 +154,6 @@ class _SequentialStagesBackbone(TorchvisionBackbone):
         super().__init__(
             name=name,
             feature_info=_levels(channels, strides),
-            out_channels=channels[-1],
             pre_logits_dim=pre_logits_dim,
         )
         self.features = features
@@ -195,9 +194,7 @@ class ResNetBackbone(TorchvisionBackbone):
         for dilated in [*dilation, False, False, False][:3]:
             strides.append(strides[-1] if dilated else strides[-1] * 2)
         channels = [_out_channels(layer[-1]) for layer in layers]
-        super().__init__(
-            name=name, feature_info=_levels(channels, strides), out_channels=channels[-1]
-        )
+        super().__init__(name=name, feature_info=_levels(channels, strides))
         self.conv1: nn.Module = model.conv1
         self.bn1: nn.Module = model.bn1
         self.relu: nn.Module = model.relu
@@ -328,7 +325,6 @@ class ViTBackbone(TorchvisionBackbone):
         super().__init__(
             name=name,
             feature_info=[level],
-            out_channels=hidden,
             pre_logits_dim=hidden if representation is None else int(representation),
         )
         self.patch_size = patch
