@@ -74,6 +74,7 @@ def test_good_plugin_is_discovered_through_its_entry_point(third_party_catalog: 
             "backbone": ["toy_cnn"],
             "head": ["toy_count"],
             "architecture": ["toy_counting/toy_counter"],
+            "command": ["toy"],
         },
         "problems": [],
     }

@@ -44,6 +44,7 @@ from visionatlas.registry import PluginReport, Problem, Registrar
 from visionatlas.specs import (
     ArchitectureSpec,
     BackboneSpec,
+    CommandSpec,
     FeatureLevel,
     HeadSpec,
     Hyperparameters,
@@ -97,6 +98,7 @@ __all__ = [
     "BackboneSpec",
     "BuildInfo",
     "Catalog",
+    "CommandSpec",
     "DuplicateNameError",
     "FeatureLevel",
     "HeadSpec",

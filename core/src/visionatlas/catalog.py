@@ -28,6 +28,7 @@ from visionatlas.registry import PluginReport, Registrar
 from visionatlas.specs import (
     ArchitectureSpec,
     BackboneSpec,
+    CommandSpec,
     HeadSpec,
     Hyperparameters,
     PluginRef,
@@ -265,6 +266,18 @@ class Catalog:
         if spec is None:
             raise UnknownHeadError(name, self._state.registry.heads)
         return spec
+
+    def commands(self) -> list[CommandSpec]:
+        """Command-line subcommands added by plugins, sorted by name."""
+        table = self._state.registry.commands
+        return [table[name] for name in sorted(table)]
+
+    def load_command(self, name: str) -> Callable[..., Any]:
+        """The ``configure`` function of the plugin command ``name`` (imported now)."""
+        spec = self._state.registry.commands.get(name)
+        if spec is None:
+            raise LookupError(f"no plugin command {name!r}")
+        return _load(spec.configure, spec.provider, f"command {name!r} configure")
 
     # -- construction ----------------------------------------------------------------------
     def example_inputs(

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from visionatlas import __version__
@@ -27,7 +27,7 @@ from visionatlas.catalog import Catalog, get_catalog
 from visionatlas.demo import DemoResult, run_demo
 from visionatlas.errors import UnknownBackboneError, UnknownNameError, VisionAtlasError
 from visionatlas.registry import PluginReport
-from visionatlas.specs import ArchitectureSpec
+from visionatlas.specs import ArchitectureSpec, CommandSpec
 
 if TYPE_CHECKING:
     pass
@@ -52,7 +52,7 @@ def _glob(pattern: str | None) -> str | None:
     return f"*{pattern}*"
 
 
-_KINDS = ("task", "backbone", "head", "architecture")
+_KINDS = ("task", "backbone", "head", "architecture", "command")
 
 
 def _counts(report: PluginReport) -> dict[str, int]:
@@ -391,8 +391,12 @@ def _input_size(text: str) -> tuple[int, int]:
     return dims[0], dims[1]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the ``visionatlas`` command."""
+def build_parser(commands: Sequence[CommandSpec] = ()) -> argparse.ArgumentParser:
+    """The argument parser of the ``visionatlas`` command.
+
+    ``commands`` are plugin subcommands; they are listed in the help, and everything after
+    their name is left to the plugin's own parser (see :func:`run_plugin_command`).
+    """
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Browse the visionatlas catalog of vision architectures and run demos.",
@@ -477,6 +481,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_cmd_demo)
+
+    for spec in commands:
+        provider = spec.provider.name if spec.provider else "a plugin"
+        p = sub.add_parser(
+            spec.name,
+            help=f"{spec.help} [plugin {provider}]" if spec.help else f"[plugin {provider}]",
+            add_help=False,
+        )
+        p.add_argument("args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        p.set_defaults(handler=None, plugin_command=spec.name)
     return parser
 
 
@@ -502,25 +516,39 @@ def _plugin_warnings(level: int) -> Iterator[None]:
         logger.propagate = previous
 
 
+def _split_plugin_command(
+    argv: Sequence[str], names: Iterable[str]
+) -> tuple[list[str], str, list[str]] | None:
+    """``(global options, command, its arguments)`` when ``argv`` runs a plugin command."""
+    for i, token in enumerate(argv):
+        if token.startswith("-"):
+            continue
+        return (list(argv[:i]), token, list(argv[i + 1 :])) if token in set(names) else None
+    return None
+
+
+def run_plugin_command(catalog: Catalog, name: str, argv: Sequence[str]) -> int:
+    """Parse ``argv`` with the plugin command's own parser and run its handler."""
+    spec = next(c for c in catalog.commands() if c.name == name)
+    configure = catalog.load_command(name)
+    parser = argparse.ArgumentParser(prog=f"{PROG} {name}", description=spec.help or None)
+    configure(parser)
+    try:
+        args = parser.parse_args(list(argv))
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE if exit_.code else 0
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    return int(handler(args))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the command line with ``argv`` (default: ``sys.argv[1:]``); return the exit code."""
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = parser.parse_args(argv)
-    except SystemExit as exit_:  # --help, --version and usage errors
-        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE if exit_.code else 0
-    handler: Callable[[argparse.Namespace, Catalog], int] = args.handler
-    # the plugins table shows every problem itself
-    quiet = args.quiet or args.command == "plugins"
-    try:
-        with _plugin_warnings(logging.CRITICAL + 1 if quiet else logging.WARNING):
-            return handler(args, get_catalog())
-    except UnknownNameError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except VisionAtlasError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
-        return EXIT_FAILURE
+        return _main(argv)
     except BrokenPipeError:  # e.g. `visionatlas list | head`: stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
@@ -528,6 +556,46 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+
+
+def _quiet(argv: Sequence[str]) -> bool:
+    """Whether plugin warnings stay hidden: ``-q``, or ``plugins`` (it shows them itself)."""
+    positional = [token for token in argv if not token.startswith("-")]
+    return bool({"-q", "--quiet"} & set(argv)) or positional[:1] == ["plugins"]
+
+
+def _main(argv: list[str]) -> int:
+    catalog = get_catalog()
+    level = logging.CRITICAL + 1 if _quiet(argv) else logging.WARNING
+    with _plugin_warnings(level):  # discovery happens here, once
+        commands = catalog.commands()
+    split = _split_plugin_command(argv, [c.name for c in commands])
+    if split is not None:
+        options, name, rest = split
+        try:  # the global options before the command (-q, --help, --version)
+            build_parser(commands).parse_args([*options, "plugins"])
+        except SystemExit as exit_:
+            return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
+        try:
+            return run_plugin_command(catalog, name, rest)
+        except VisionAtlasError as err:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            return EXIT_USAGE if isinstance(err, UnknownNameError) else EXIT_FAILURE
+    parser = build_parser(commands)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version and usage errors
+        return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE if exit_.code else 0
+    handler: Callable[[argparse.Namespace, Catalog], int] = args.handler
+    try:
+        with _plugin_warnings(level):
+            return handler(args, catalog)
+    except UnknownNameError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except VisionAtlasError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Every hook a visionatlas plugin can implement.
 
 Plugins are modules (or objects) whose functions are marked with :data:`hookimpl`. They are
-found through the ``visionatlas.plugins`` entry-point group. Registration happens in four
+found through the ``visionatlas.plugins`` entry-point group. Registration happens in five
 phases, each over all plugins before the next starts: tasks, backbones, heads,
-architectures, so that an architecture hook sees every backbone. A registration hook
+architectures, commands, so that an architecture hook sees every backbone. A registration hook
 receives a :class:`~visionatlas.registry.Registrar` bound to the calling plugin and calls its
 ``add_*`` methods; it must not import torch at module level, since listing the catalog
 never builds a model.
@@ -58,4 +58,14 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
 
     Called after every plugin registered its tasks, backbones and heads; ``registry.backbones``
     and ``registry.heads`` hold them all, so a plugin can derive architectures from them.
+    """
+
+
+@hookspec
+def visionatlas_register_commands(registry: Registrar) -> None:
+    """Add subcommands to the ``visionatlas`` command line with ``registry.add_command``.
+
+    Called last, after every architecture is registered. A command's ``configure`` builder
+    is imported only when the user runs that command. Built-in command names (``list``,
+    ``show``, ...) cannot be taken.
     """

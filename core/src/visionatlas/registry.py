@@ -15,6 +15,7 @@ from visionatlas.specs import (
     REFERENCE_PATTERN,
     ArchitectureSpec,
     BackboneSpec,
+    CommandSpec,
     FeatureLevel,
     HeadSpec,
     PluginRef,
@@ -25,12 +26,12 @@ __all__ = ["PluginReport", "Problem", "Registrar", "Registry"]
 
 logger = logging.getLogger("visionatlas")
 
-Kind = Literal["task", "backbone", "head", "architecture"]
+Kind = Literal["task", "backbone", "head", "architecture", "command"]
 ProblemKind = Literal[
     "import-error", "hook-error", "malformed", "duplicate", "incompatible", "unknown-hook"
 ]
 PluginStatus = Literal["ok", "problems", "failed", "incompatible", "blocked"]
-SpecT = TypeVar("SpecT", TaskSpec, BackboneSpec, HeadSpec, ArchitectureSpec)
+SpecT = TypeVar("SpecT", TaskSpec, BackboneSpec, HeadSpec, ArchitectureSpec, CommandSpec)
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,7 @@ class Registry:
             "backbone": {},
             "head": {},
             "architecture": {},
+            "command": {},
         }
 
     # read-only views
@@ -126,6 +128,10 @@ class Registry:
     @property
     def architectures(self) -> Mapping[tuple[str, str], ArchitectureSpec]:
         return MappingProxyType(self._tables["architecture"])
+
+    @property
+    def commands(self) -> Mapping[str, CommandSpec]:
+        return MappingProxyType(self._tables["command"])
 
     def insert(self, kind: Kind, spec: Any) -> Any:
         """Add a validated spec; raise :class:`DuplicateNameError` if its key is taken."""
@@ -164,13 +170,20 @@ def _check_count(value: Any, what: str, *, minimum: int = 0, optional: bool = Fa
         raise ValueError(f"{what} must be an int >= {minimum}, got {value!r}")
 
 
-def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec types
+RESERVED_COMMANDS = frozenset(
+    {"list", "show", "backbones", "plugins", "demo", "registry", "export", "help"}
+)
+"""Subcommand names of the core command line, which plugins cannot take."""
+
+
+def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the five spec types
     """Raise ``TypeError``/``ValueError`` describing what is malformed in ``spec``."""
     expected: dict[Kind, type[Any]] = {
         "task": TaskSpec,
         "backbone": BackboneSpec,
         "head": HeadSpec,
         "architecture": ArchitectureSpec,
+        "command": CommandSpec,
     }
     cls = expected[kind]
     if not isinstance(spec, cls):  # a plugin may pass anything
@@ -179,6 +192,14 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the four spec 
     if kind == "task":
         if spec.example_inputs is not None:
             _check_builder(spec.example_inputs, f"task {spec.name!r} example_inputs")
+        return
+    if kind == "command":
+        _check_builder(spec.configure, f"command {spec.name!r} configure")
+        if spec.name in RESERVED_COMMANDS:
+            raise ValueError(
+                f"command name {spec.name!r} is a built-in visionatlas command; "
+                f"reserved: {', '.join(sorted(RESERVED_COMMANDS))}"
+            )
         return
     _check_builder(spec.builder, f"{kind} {spec.name!r} builder")
     if kind == "backbone":
@@ -246,6 +267,10 @@ class Registrar:
         return self._registry.architectures
 
     @property
+    def commands(self) -> Mapping[str, CommandSpec]:
+        return self._registry.commands
+
+    @property
     def plugin(self) -> PluginRef:
         return self._report.ref
 
@@ -261,6 +286,9 @@ class Registrar:
 
     def add_architecture(self, spec: ArchitectureSpec) -> bool:
         return self._add("architecture", spec)
+
+    def add_command(self, spec: CommandSpec) -> bool:
+        return self._add("command", spec)
 
     def _add(self, kind: Kind, spec: Any) -> bool:
         try:

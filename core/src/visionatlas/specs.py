@@ -16,6 +16,7 @@ __all__ = [
     "ArchitectureSpec",
     "BackboneSpec",
     "Builder",
+    "CommandSpec",
     "FeatureLevel",
     "HeadSpec",
     "Hyperparameters",
@@ -221,3 +222,19 @@ class ArchitectureSpec:
             "distribution": provider.distribution if provider else None,
             "version": provider.version if provider else None,
         }
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommandSpec:
+    """A subcommand a plugin adds to the ``visionatlas`` command line.
+
+    ``configure(parser: argparse.ArgumentParser) -> None`` receives the subcommand's own
+    parser (prog ``visionatlas NAME``), adds its arguments and sets a ``handler`` default:
+    a callable ``handler(args: argparse.Namespace) -> int`` returning the exit code. It is
+    imported only when the subcommand runs, so listing commands stays cheap.
+    """
+
+    name: str
+    configure: Builder
+    help: str = ""
+    provider: PluginRef | None = None
