@@ -102,9 +102,10 @@ def test_freeze_backbone_freezes_exactly_the_backbone(task: str, name: str) -> N
     if isinstance(model, BackboneHeadModel):
         assert {id(p) for p in trainable} == {id(p) for p in model.head.parameters()}
         return
-    backbone = model.backbone
-    body = getattr(backbone, "body", backbone)  # torchvision detectors: body + FPN
-    assert not any(p.requires_grad for p in body.parameters())
+    # detection and segmentation models list their backbone's stages (not FPN or heads)
+    stages = model.backbone_stages()
+    assert stages
+    assert not any(p.requires_grad for stage in stages for p in stage.parameters())
     assert va.count_parameters(model) < va.count_parameters(unfrozen)
 
 

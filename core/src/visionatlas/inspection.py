@@ -87,7 +87,7 @@ def _run_on_meta(model: nn.Module, inputs: Any) -> Any:
         with torch.no_grad():
             return functional_call(model, state, args, strict=False)
     except Exception as err:
-        shown = getattr(inputs, "shape", inputs)
+        shown = shapes_of(inputs) if not isinstance(inputs, tuple | torch.Size) else inputs
         raise ShapeInferenceError(
             f"cannot infer the output shape of {type(model).__name__} for input {shown} "
             f"without data ({type(err).__name__}: {err}). Shapes are traced on the meta "

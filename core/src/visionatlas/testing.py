@@ -158,7 +158,8 @@ def check_architecture(
     example inputs; that :func:`visionatlas.infer_output_shape` agrees with the real output
     shape (tensor outputs); that ``num_params`` in the spec matches a model built with the
     default config and ``default_num_classes``; and, for models with a ``head``, that
-    ``freeze_backbone=True`` leaves exactly the head's parameters trainable.
+    ``freeze_backbone=True`` leaves exactly the head's parameters trainable (for models with
+    ``backbone_stages()``, such as detectors and segmenters, that those stages freeze).
 
     Pass ``infer_shape=False`` for models whose output shape depends on tensor values
     (shape inference runs on the meta device and cannot trace them).
@@ -212,7 +213,9 @@ def check_architecture(
                 f"(difference {default_num_params - spec.num_params:+,})"
             )
 
-    if isinstance(getattr(model, "head", None), torch.nn.Module):
+    if callable(getattr(model, "backbone_stages", None)):
+        _check_frozen_stages(catalog, task, name, num_classes)
+    elif isinstance(getattr(model, "head", None), torch.nn.Module):
         _check_freeze_backbone(catalog, task, name, num_classes)
 
     return ArchitectureCheck(
@@ -223,6 +226,25 @@ def check_architecture(
         num_params=count_parameters(model, trainable_only=False),
         default_num_params=default_num_params,
     )
+
+
+def _check_frozen_stages(catalog: Catalog, task: str, name: str, num_classes: int) -> None:
+    """Models with ``backbone_stages()`` (detectors, segmenters): those stages freeze."""
+    frozen = _build(catalog, task, name, {"freeze_backbone": True}, num_classes)
+    names = {id(p): n for n, p in frozen.named_parameters()}
+    trainable = sorted(
+        names[id(p)]
+        for stage in frozen.backbone_stages()
+        for p in stage.parameters()
+        if p.requires_grad
+    )
+    if trainable:
+        raise CheckFailed(
+            f"{task}/{name}: with freeze_backbone=True every backbone stage should be frozen; "
+            f"trainable: {_few(trainable)}"
+        )
+    if not any(p.requires_grad for p in frozen.parameters()):
+        raise CheckFailed(f"{task}/{name}: with freeze_backbone=True nothing is trainable")
 
 
 def _check_freeze_backbone(catalog: Catalog, task: str, name: str, num_classes: int) -> None:

@@ -35,7 +35,7 @@ def test_schema_shows_the_segmentation_options() -> None:
         "class_weights",
         "label_smoothing",
         "pretrained_weights",
-        "trainable_backbone_stages",
+        "trainable_backbone_layers",
         "output_stride",
         "atrous_rates",
     ):
@@ -60,8 +60,8 @@ def test_defaults() -> None:
         ("fcn_resnet50", {"pretrained_weights": "backbone"}, "set pretrained=True"),
         (
             "fcn_resnet50",
-            {"freeze_backbone": False, "trainable_backbone_stages": 2},
-            "trainable_backbone_stages",
+            {"freeze_backbone": False, "trainable_backbone_layers": 2},
+            "trainable_backbone_layers",
         ),
         ("fcn_resnet50", {"aux_loss_weight": -1}, "aux_loss_weight"),
         ("fcn_resnet50", {"class_weights": [1.0, -0.5]}, "class_weights"),

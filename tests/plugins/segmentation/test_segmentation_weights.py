@@ -195,9 +195,9 @@ def test_freeze_backbone_leaves_only_the_heads_trainable() -> None:
     assert _trainable(model, "backbone.") == {True}
 
 
-def test_trainable_backbone_stages_torchvision_resnet() -> None:
+def test_trainable_backbone_layers_torchvision_resnet() -> None:
     with torch.device("meta"):
-        model = va.create_model(TASK, "fcn_resnet50", {"trainable_backbone_stages": 2})
+        model = va.create_model(TASK, "fcn_resnet50", {"trainable_backbone_layers": 2})
     for prefix, trainable in [
         ("backbone.conv1.", False),
         ("backbone.bn1.", False),
@@ -209,9 +209,9 @@ def test_trainable_backbone_stages_torchvision_resnet() -> None:
         assert _trainable(model, prefix) == {trainable}, prefix
 
 
-def test_trainable_backbone_stages_torchvision_mobilenet() -> None:
+def test_trainable_backbone_layers_torchvision_mobilenet() -> None:
     with torch.device("meta"):
-        model = va.create_model(TASK, "lraspp_mobilenet", {"trainable_backbone_stages": 1})
+        model = va.create_model(TASK, "lraspp_mobilenet", {"trainable_backbone_layers": 1})
     trainable_blocks = {
         int(name.split(".")[1]) for name, p in model.backbone.named_parameters(prefix="backbone")
         if p.requires_grad
@@ -219,11 +219,11 @@ def test_trainable_backbone_stages_torchvision_mobilenet() -> None:
     assert trainable_blocks == set(range(13, 17))  # the last (stride 32 -> dilated) stage
 
 
-def test_trainable_backbone_stages_generic() -> None:
-    config = {"backbone": "resnet18", "freeze_backbone": True, "trainable_backbone_stages": 1}
+def test_trainable_backbone_layers_generic() -> None:
+    config = {"backbone": "resnet18", "freeze_backbone": True, "trainable_backbone_layers": 1}
     with torch.device("meta"):
         model = va.create_model(TASK, "fcn", config)
     assert _trainable(model, "backbone.layer4.") == {True}
     assert _trainable(model, "backbone.layer3.") == {False}
     with pytest.raises(ValueError, match="between 0 and 5"):
-        va.create_model(TASK, "fcn", {"backbone": "resnet18", "trainable_backbone_stages": 6})
+        va.create_model(TASK, "fcn", {"backbone": "resnet18", "trainable_backbone_layers": 6})

@@ -51,7 +51,7 @@ class SegmentationConfig(ModelConfig):
         "backbone's ImageNet weights only); default: 'full' where the architecture has such "
         "a checkpoint, else 'backbone'",
     )
-    trainable_backbone_stages: int | None = Field(
+    trainable_backbone_layers: int | None = Field(
         default=None,
         ge=0,
         description="Freeze the backbone except its last N stages (stem, then one stage per "
@@ -71,12 +71,12 @@ class SegmentationConfig(ModelConfig):
                 "weights load; set pretrained=True (or weights_path) as well"
             )
         if (
-            self.trainable_backbone_stages is not None
+            self.trainable_backbone_layers is not None
             and "freeze_backbone" in self.model_fields_set
             and not self.freeze_backbone
         ):
             raise ValueError(
-                "trainable_backbone_stages freezes the other backbone stages, but "
+                "trainable_backbone_layers freezes the other backbone stages, but "
                 "freeze_backbone=False asks for none frozen; set one of them"
             )
         return self
@@ -93,8 +93,8 @@ class SegmentationConfig(ModelConfig):
     @property
     def backbone_trainable_stages(self) -> int | None:
         """Backbone stages left trainable when it is frozen; None when nothing is frozen."""
-        if self.trainable_backbone_stages is not None:
-            return self.trainable_backbone_stages
+        if self.trainable_backbone_layers is not None:
+            return self.trainable_backbone_layers
         return 0 if self.freeze_backbone else None
 
 

@@ -139,7 +139,7 @@ class SegmentationModel(nn.Module):
         groups = self.backbone_stages()
         if not 0 <= trainable_stages <= len(groups):
             raise ValueError(
-                f"trainable_backbone_stages must be between 0 and {len(groups)} (the stem and "
+                f"trainable_backbone_layers must be between 0 and {len(groups)} (the stem and "
                 f"{len(groups) - 1} stages), got {trainable_stages}"
             )
         self.backbone.requires_grad_(False)
