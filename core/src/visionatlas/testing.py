@@ -232,11 +232,9 @@ def _check_frozen_stages(catalog: Catalog, task: str, name: str, num_classes: in
     """Models with ``backbone_stages()`` (detectors, segmenters): those stages freeze."""
     frozen = _build(catalog, task, name, {"freeze_backbone": True}, num_classes)
     names = {id(p): n for n, p in frozen.named_parameters()}
+    stages: list[nn.Module] = getattr(frozen, "backbone_stages")()  # noqa: B009
     trainable = sorted(
-        names[id(p)]
-        for stage in frozen.backbone_stages()
-        for p in stage.parameters()
-        if p.requires_grad
+        names[id(p)] for stage in stages for p in stage.parameters() if p.requires_grad
     )
     if trainable:
         raise CheckFailed(
