@@ -1,0 +1,382 @@
+"""The Uninformed Students detector: teachers, student ensembles, scoring and calibration."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from visionatlas_anomaly.config import UninformedStudentsConfig
+from visionatlas_anomaly.inputs import check_images
+from visionatlas_anomaly.networks import PatchNetwork
+from visionatlas_anomaly.training import (
+    descriptor_statistics,
+    load_distillation_network,
+    train_students,
+    train_teacher,
+)
+
+__all__ = [
+    "AnomalyPrediction",
+    "FitReport",
+    "NotFittedError",
+    "UninformedStudents",
+    "build_uninformed_students",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+STATISTICS_IMAGES = 16
+"""Training images (at most) whose teacher descriptors give the normalization statistics."""
+
+
+class NotFittedError(RuntimeError):
+    """The detector was used for something that needs :meth:`UninformedStudents.fit` first."""
+
+
+@dataclass
+class AnomalyPrediction:
+    """What :meth:`UninformedStudents.predict` returns."""
+
+    anomaly_maps: Tensor
+    """``(N, H, W)`` anomaly scores per pixel, at input resolution (CPU, float32)."""
+    scores: Tensor
+    """``(N,)`` image scores: the maximum of each map."""
+    threshold: float
+    """Image-score threshold calibrated on held-out normal images."""
+
+    @property
+    def is_anomalous(self) -> Tensor:
+        """``(N,)`` booleans: ``scores > threshold``."""
+        return self.scores > self.threshold
+
+
+@dataclass
+class FitReport:
+    """What :meth:`UninformedStudents.fit` did."""
+
+    teacher_source: str
+    train_images: int
+    validation_images: int
+    teacher_losses: dict[str, list[float]] = field(default_factory=dict)
+    student_losses: dict[str, list[float]] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "teacher_source": self.teacher_source,
+            "train_images": self.train_images,
+            "validation_images": self.validation_images,
+            "final_teacher_loss": {k: v[-1] for k, v in self.teacher_losses.items() if v},
+            "final_student_loss": {k: v[-1] for k, v in self.student_losses.items() if v},
+            "seconds": round(self.seconds, 2),
+        }
+
+
+class ScaleStatistics(nn.Module):
+    """Normalization statistics of one patch size, kept as buffers (saved with the model)."""
+
+    def __init__(self, descriptor_dim: int) -> None:
+        super().__init__()
+        self.descriptor_mean: Tensor
+        self.descriptor_std: Tensor
+        self.error_moments: Tensor
+        self.variance_moments: Tensor
+        self.register_buffer("descriptor_mean", torch.zeros(descriptor_dim))
+        self.register_buffer("descriptor_std", torch.ones(descriptor_dim))
+        self.register_buffer("error_moments", torch.tensor([0.0, 1.0]))  # mean, std
+        self.register_buffer("variance_moments", torch.tensor([0.0, 1.0]))
+
+
+def _key(patch_size: int) -> str:
+    return f"p{patch_size}"
+
+
+class UninformedStudents(nn.Module):
+    """Student-teacher anomaly detection (Bergmann et al., CVPR 2020).
+
+    ``forward(images)`` returns ``(N, H, W)`` anomaly maps; :meth:`fit` trains on normal
+    images and :meth:`predict` adds image scores and the calibrated threshold.
+    """
+
+    def __init__(self, config: UninformedStudentsConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or UninformedStudentsConfig()
+        cfg = self.config
+        with _seeded(cfg.seed):
+            self.teachers = nn.ModuleDict(
+                {_key(p): PatchNetwork(p, cfg.descriptor_dim, cfg.width) for p in cfg.patch_sizes}
+            )
+            self.students = nn.ModuleDict(
+                {
+                    _key(p): nn.ModuleList(
+                        PatchNetwork(p, cfg.descriptor_dim, cfg.width)
+                        for _ in range(cfg.num_students)
+                    )
+                    for p in cfg.patch_sizes
+                }
+            )
+        self.statistics = nn.ModuleDict(
+            {_key(p): ScaleStatistics(cfg.descriptor_dim) for p in cfg.patch_sizes}
+        )
+        self._mean: Tensor
+        self._std: Tensor
+        self.register_buffer(
+            "_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.threshold: float | None = None
+        self.teacher_source: str | None = None
+        self.fit_report: FitReport | None = None
+        self.requires_grad_(False)
+
+    # -- properties -------------------------------------------------------------------------
+    @property
+    def patch_sizes(self) -> tuple[int, ...]:
+        return self.config.patch_sizes
+
+    @property
+    def fitted(self) -> bool:
+        return self.threshold is not None
+
+    @property
+    def device(self) -> torch.device:
+        return self._mean.device
+
+    def _normalize(self, images: Tensor) -> Tensor:
+        return (images - self._mean) / self._std
+
+    def _teacher(self, patch_size: int) -> PatchNetwork:
+        return cast(PatchNetwork, self.teachers[_key(patch_size)])
+
+    def _students(self, patch_size: int) -> list[PatchNetwork]:
+        ensemble = cast(nn.ModuleList, self.students[_key(patch_size)])
+        return [cast(PatchNetwork, student) for student in ensemble]
+
+    def _stats(self, patch_size: int) -> ScaleStatistics:
+        return cast(ScaleStatistics, self.statistics[_key(patch_size)])
+
+    # -- scoring ----------------------------------------------------------------------------
+    def _raw_scale(self, images: Tensor, patch_size: int) -> tuple[Tensor, Tensor]:
+        """Regression error and predictive variance per pixel, ``(N, H, W)`` each."""
+        stats = self._stats(patch_size)
+        x = self._normalize(images)
+        mean = stats.descriptor_mean[None, :, None, None]
+        std = stats.descriptor_std[None, :, None, None]
+        target = (self._teacher(patch_size).dense(x) - mean) / std
+        predictions = torch.stack([s.dense(x) for s in self._students(patch_size)])
+        average = predictions.mean(dim=0)
+        error = (average - target).pow(2).sum(dim=1)
+        variance = predictions.pow(2).sum(dim=2).mean(dim=0) - average.pow(2).sum(dim=1)
+        return error, variance.clamp_min(0.0)
+
+    def _scale_map(self, images: Tensor, patch_size: int) -> Tensor:
+        stats = self._stats(patch_size)
+        error, variance = self._raw_scale(images, patch_size)
+        e_mean, e_std = stats.error_moments[0], stats.error_moments[1]
+        v_mean, v_std = stats.variance_moments[0], stats.variance_moments[1]
+        score = (error - e_mean) / e_std
+        if self.config.num_students > 1:
+            score = score + (variance - v_mean) / v_std
+        return score
+
+    def _maps(self, images: Tensor) -> Tensor:
+        maps = torch.stack([self._scale_map(images, p) for p in self.patch_sizes]).mean(dim=0)
+        sigma = self.config.score_smoothing
+        if sigma > 0:
+            from torchvision.transforms.v2.functional import gaussian_blur
+
+            kernel = 2 * math.ceil(3 * sigma) + 1
+            maps = gaussian_blur(maps[:, None], [kernel, kernel], [sigma, sigma])[:, 0]
+        return maps
+
+    def forward(self, images: Tensor) -> Tensor:
+        """``(N, 3, H, W)`` images in [0, 1] -> ``(N, H, W)`` anomaly maps."""
+        check_images(images)
+        return self._maps(images.to(self._mean.dtype))
+
+    @torch.no_grad()
+    def anomaly_maps(self, images: Tensor) -> Tensor:
+        """Anomaly maps computed in chunks of ``inference_batch_size`` (returned on CPU)."""
+        check_images(images)
+        was_training = self.training
+        self.eval()
+        maps = [
+            self._maps(chunk.to(self.device, self._mean.dtype)).cpu()
+            for chunk in torch.split(images, self.config.inference_batch_size)
+        ]
+        self.train(was_training)
+        return torch.cat(maps)
+
+    def predict(self, images: Tensor) -> AnomalyPrediction:
+        """Anomaly maps, image scores (map maxima) and the calibrated threshold."""
+        if self.threshold is None:
+            raise NotFittedError(
+                "this UninformedStudents detector is not fitted; call fit(normal_images) or "
+                "load a fitted one with UninformedStudents.load(path)"
+            )
+        maps = self.anomaly_maps(images)
+        return AnomalyPrediction(
+            anomaly_maps=maps, scores=maps.flatten(1).amax(dim=1), threshold=self.threshold
+        )
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit(
+        self, normal_images: Tensor, validation_images: Tensor | None = None
+    ) -> UninformedStudents:
+        """Train teachers (if needed) and students on anomaly-free images, then calibrate.
+
+        Without ``validation_images``, a ``validation_fraction`` of ``normal_images`` is
+        held out (at least one image) for the score statistics and the threshold.
+        """
+        cfg = self.config
+        check_images(normal_images, "normal_images")
+        if validation_images is None:
+            train, validation = self._split(normal_images)
+        else:
+            check_images(validation_images, "validation_images")
+            train, validation = normal_images, validation_images
+        start = time.perf_counter()
+        device = torch.device(cfg.device)
+        self.to(device)
+        train = train.to(device, torch.float32)
+        validation = validation.to(device, torch.float32)
+        generator = torch.Generator().manual_seed(cfg.seed)
+        with _threads(cfg.num_threads), _seeded(cfg.seed), torch.enable_grad():
+            resnet = load_distillation_network(cfg)
+            if resnet is not None:
+                resnet.to(device)
+            source = "self_supervised" if resnet is None else "resnet18_distillation"
+            if cfg.teacher_steps == 0:
+                source = "untrained"
+            report = FitReport(source, len(train), len(validation))
+            for p in self.patch_sizes:
+                teacher = self._teacher(p)
+                teacher.requires_grad_(True)
+                report.teacher_losses[_key(p)] = train_teacher(
+                    teacher, train, cfg, self._normalize, generator, resnet, label=_key(p)
+                )
+                teacher.requires_grad_(False)
+                stats = self._stats(p)
+                subset = train[torch.randperm(len(train), generator=generator)[:STATISTICS_IMAGES]]
+                mean, std = descriptor_statistics(
+                    teacher, subset, self._normalize, cfg.inference_batch_size
+                )
+                stats.descriptor_mean.copy_(mean)
+                stats.descriptor_std.copy_(std)
+                students = self._students(p)
+                for student in students:
+                    student.requires_grad_(True)
+                report.student_losses[_key(p)] = train_students(
+                    students, teacher, train, mean, std, cfg, self._normalize, generator,
+                    label=_key(p),
+                )  # fmt: skip
+                for student in students:
+                    student.requires_grad_(False)
+        self.eval()
+        self._calibrate(validation)
+        self.teacher_source = source
+        report.seconds = time.perf_counter() - start
+        self.fit_report = report
+        return self
+
+    def _split(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        n = len(images)
+        if n < 2:
+            raise ValueError(
+                f"fit needs at least 2 normal images (some are held out for calibration), got {n}"
+            )
+        held_out = min(n - 1, max(1, round(n * self.config.validation_fraction)))
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.config.seed))
+        return images[order[held_out:]], images[order[:held_out]]
+
+    @torch.no_grad()
+    def _calibrate(self, validation: Tensor) -> None:
+        """Score statistics per scale and the image threshold, from held-out normal images."""
+        for p in self.patch_sizes:
+            errors, variances = [], []
+            for chunk in torch.split(validation, self.config.inference_batch_size):
+                error, variance = self._raw_scale(chunk, p)
+                errors.append(error.flatten().double())
+                variances.append(variance.flatten().double())
+            stats = self._stats(p)
+            for values, moments in (
+                (errors, stats.error_moments),
+                (variances, stats.variance_moments),
+            ):
+                flat = torch.cat(values)
+                moments.copy_(torch.stack([flat.mean(), flat.std().clamp_min(1e-12)]).float())
+        scores = self.anomaly_maps(validation).flatten(1).amax(dim=1)
+        self.threshold = float(torch.quantile(scores.double(), self.config.threshold_quantile))
+
+    # -- persistence ------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        """JSON-ready description of the detector (config, threshold, training summary)."""
+        return {
+            "format": FORMAT,
+            "architecture": "uninformed_students_resnet18",
+            "config": self.config.model_dump(mode="json"),
+            "threshold": self.threshold,
+            "teacher_source": self.teacher_source,
+            "fit": None if self.fit_report is None else self.fit_report.as_dict(),
+        }
+
+    def save(self, path: str | Path) -> Path:
+        """Save to a directory (``model.safetensors`` + ``config.json``) or to one
+        ``.safetensors`` file (metadata in its header). Returns the path written."""
+        from visionatlas_anomaly.persistence import save_detector
+
+        return save_detector(self, Path(path))
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str | None = None) -> UninformedStudents:
+        """Load a detector written by :meth:`save`."""
+        from visionatlas_anomaly.persistence import load_detector
+
+        return load_detector(Path(path), device=device)
+
+
+FORMAT = "visionatlas-anomaly/uninformed-students/1"
+
+
+@contextlib.contextmanager
+def _seeded(seed: int) -> Iterator[None]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    if count is None:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def build_uninformed_students(
+    config: UninformedStudentsConfig, num_classes: int
+) -> UninformedStudents:
+    """Catalog builder (``num_classes`` does not apply: anomaly detection is one-class)."""
+    del num_classes
+    return UninformedStudents(config)
+
+
+def stack_images(images: Sequence[Tensor]) -> Tensor:
+    """Stack ``(3, H, W)`` images of one size into a batch, with a clear error otherwise."""
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) != 1:
+        raise ValueError(f"images must all have the same shape to be batched, got {sorted(sizes)}")
+    return torch.stack(list(images))

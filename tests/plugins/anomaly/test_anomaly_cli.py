@@ -1,0 +1,107 @@
+"""``visionatlas anomaly``: fit, predict and benchmark through the configured parser."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from visionatlas_anomaly.cli import configure
+from visionatlas_anomaly.synthetic import SplitSizes, generate_dataset
+
+TINY_FLAGS = [
+    "--patch-sizes", "17", "--students", "2", "--teacher-steps", "2", "--student-steps", "5",
+    "--width", "0.25", "--no-progress",
+]  # fmt: skip
+
+
+def _run(*argv: str) -> int:
+    parser = argparse.ArgumentParser(prog="visionatlas anomaly")
+    configure(parser)
+    args = parser.parse_args(list(argv))
+    code: int = args.handler(args)
+    return code
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("anomaly-data")
+    sizes = SplitSizes(train=4, validation=2, test_good=1, test_per_defect=1)
+    return generate_dataset(root, ["stripes"], sizes=sizes, image_size=32) / "stripes"
+
+
+def test_fit_then_predict(
+    dataset: Path,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("VISIONATLAS_OFFLINE", "1")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "hub"))
+    model = tmp_path / "model"
+    with pytest.warns(UserWarning, match="self-supervised"):
+        assert _run("fit", str(dataset), "--out", str(model), *TINY_FLAGS) == 0
+    assert (model / "model.safetensors").is_file()
+    assert (model / "config.json").is_file()
+    assert "fitted on 4 images" in capsys.readouterr().out
+
+    out = tmp_path / "pred"
+    images = [str(dataset / "test" / "good"), str(dataset / "test" / "hole" / "000.png")]
+    assert _run("predict", str(model), *images, "--out", str(out)) == 0
+    scores = json.loads((out / "scores.json").read_text())
+    assert len(scores["images"]) == 2
+    assert isinstance(scores["threshold"], float)
+    maps = np.load(out / "anomaly_maps.npz")
+    assert sorted(maps.files) == ["000", "000"] or len(maps.files) >= 1
+    overlay = Image.open(out / "000_overlay.png")
+    assert overlay.size == (32, 32)
+    assert overlay.mode == "RGB"
+
+
+def test_fit_errors_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    assert _run("fit", str(tmp_path / "empty"), "--out", str(tmp_path / "m"), *TINY_FLAGS) == 1
+    assert "holds no images" in capsys.readouterr().err
+    bad = ["fit", str(tmp_path), "--out", str(tmp_path / "m"), "--patch-sizes", "31"]
+    assert _run(*bad) == 1
+    assert "unsupported patch sizes" in capsys.readouterr().err
+
+
+def test_predict_with_missing_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run("predict", str(tmp_path / "nothing"), str(tmp_path), "--out", str(tmp_path)) == 1
+    assert "no saved detector" in capsys.readouterr().err
+
+
+def test_benchmark_quick(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [
+        "benchmark", "--quick", "--out", str(tmp_path), "--categories", "disc",
+        "--set", "teacher_steps=1", "--set", "student_steps=3", "--set", "progress=false",
+        "--set", "teacher_distillation=\"off\"",
+    ]  # fmt: skip
+    assert _run(*argv) == 0
+    out = capsys.readouterr().out
+    assert "disc" in out
+    assert "mean" in out
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["preset"] == "quick"
+    row = results["categories"][0]
+    assert row["category"] == "disc"
+    assert all(0.0 <= row[k] <= 1.0 for k in ("image_auroc", "pixel_auroc", "pro"))
+
+
+def test_help_through_the_core_command_line() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "visionatlas", "anomaly", "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    for command in ("fit", "predict", "benchmark", "speed"):
+        assert command in result.stdout
