@@ -252,8 +252,8 @@ def test_reports_come_in_a_deterministic_order(
 ) -> None:
     first = [(r.name, r.status, r.registered) for r in Catalog().list_plugins()]
     names = [name for name, _, _ in first]
-    assert names[0] == "builtin-backbones"
-    assert names[1:] == sorted(names[1:])  # entry points by name
+    assert names[:2] == ["builtin-backbones", "builtin-heads"]
+    assert names[2:] == sorted(names[2:])  # entry points by name
     assert set(names) >= FIXTURE_PLUGINS
     # moving the distributions to the end of sys.path changes nothing
     path = [p for p in sys.path if p != str(fixture_plugins_on_path)]
@@ -272,7 +272,7 @@ def test_disable_autoload_keeps_only_builtins(
 ) -> None:
     monkeypatch.setenv("VISIONATLAS_DISABLE_PLUGIN_AUTOLOAD", value)
     catalog = Catalog()
-    assert [r.name for r in catalog.list_plugins()] == ["builtin-backbones"]
+    assert [r.name for r in catalog.list_plugins()] == ["builtin-backbones", "builtin-heads"]
     assert {"resnet18", "resnet50"} <= set(catalog.list_backbones())
     assert "toy_cnn" not in catalog.list_backbones()
     assert "classification" not in catalog.list_tasks()
@@ -452,7 +452,7 @@ def test_register_plugin_raises_plugin_error_on_problems(classification_only: Ca
 def test_isolated_catalog_ignores_installed_entry_points(fixture_plugins_on_path: Path) -> None:
     catalog = Catalog(entry_points=False, plugins=[classification_plugin])
     assert [r.name for r in catalog.list_plugins()] == [
-        "builtin-backbones", "visionatlas_classification.plugin",
+        "builtin-backbones", "builtin-heads", "visionatlas_classification.plugin",
     ]  # fmt: skip
     assert catalog.list_tasks() == ["classification"]
     assert "toy_cnn" not in catalog.list_backbones()

@@ -153,7 +153,10 @@ def test_isolated_catalog_is_process_wide_inside_the_block() -> None:
         assert va.list_tasks() == ["bench", "broken_inputs", "custom_inputs"]
     assert va.get_catalog() is outside
     with isolated_catalog() as builtins_only:
-        assert [r.name for r in builtins_only.list_plugins()] == ["builtin-backbones"]
+        assert [r.name for r in builtins_only.list_plugins()] == [
+            "builtin-backbones",
+            "builtin-heads",
+        ]
 
 
 def test_isolated_catalog_can_add_entry_points(fixture_plugins_on_path: Path) -> None:
@@ -171,7 +174,7 @@ def test_visionatlas_catalog_fixture(visionatlas_catalog: Catalog) -> None:
 
 def test_isolated_visionatlas_catalog_fixture(isolated_visionatlas_catalog: Catalog) -> None:
     assert va.get_catalog() is isolated_visionatlas_catalog
-    assert [r.name for r in va.list_plugins()] == ["builtin-backbones"]
+    assert [r.name for r in va.list_plugins()] == ["builtin-backbones", "builtin-heads"]
     assert va.list_tasks() == []
     assert "resnet18" in va.list_backbones()
 
@@ -210,7 +213,7 @@ def test_check_plugin_passes_for_a_clean_plugin(third_party_catalog: Catalog) ->
         ("malformed", r"status 'problems'(.|\n)*unknown-hook(.|\n)*did you mean"),
         ("broken-import", r"'failed'(.|\n)*\[import-error during import\].*broken on purpose"),
         ("incompatible", r"'incompatible'(.|\n)*hook API 99"),
-        ("nope", r"no plugin named 'nope'.*discovered plugins: builtin-backbones, .*broken-import"),
+        ("nope", r"no plugin named 'nope'.*discovered plugins: builtin-.*broken-import"),
     ],
 )
 def test_check_plugin_fails_with_the_problems(

@@ -28,6 +28,7 @@ AUTOLOAD_ENV = "VISIONATLAS_DISABLE_PLUGIN_AUTOLOAD"
 BLOCKED_ENV = "VISIONATLAS_BLOCKED_PLUGINS"
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("builtin-backbones", "visionatlas.backbones.builtin"),
+    ("builtin-heads", "visionatlas.heads.builtin"),
 )
 PHASES: tuple[str, ...] = (
     "visionatlas_register_tasks",

@@ -24,6 +24,7 @@ from visionatlas._format import (
     shorten,
 )
 from visionatlas.catalog import Catalog, get_catalog
+from visionatlas.cli_registry import add_export_parser, add_registry_parser
 from visionatlas.demo import DemoResult, run_demo
 from visionatlas.errors import UnknownBackboneError, UnknownNameError, VisionAtlasError
 from visionatlas.registry import PluginReport
@@ -481,6 +482,9 @@ def build_parser(commands: Sequence[CommandSpec] = ()) -> argparse.ArgumentParse
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_cmd_demo)
+
+    add_registry_parser(sub)
+    add_export_parser(sub, input_size=_input_size, positive_int=_positive_int)
 
     for spec in commands:
         provider = spec.provider.name if spec.provider else "a plugin"
