@@ -34,7 +34,7 @@ def test_schema_shows_the_segmentation_options() -> None:
         "ignore_index",
         "class_weights",
         "label_smoothing",
-        "pretrained_weights",
+        "pretrained_scope",
         "trainable_backbone_layers",
         "output_stride",
         "atrous_rates",
@@ -57,7 +57,7 @@ def test_defaults() -> None:
     ("name", "config", "message"),
     [
         ("fcn_resnet50", {"head": "classification"}, "have their own heads"),
-        ("fcn_resnet50", {"pretrained_weights": "backbone"}, "set pretrained=True"),
+        ("fcn_resnet50", {"pretrained_scope": "backbone"}, "set pretrained=True"),
         (
             "fcn_resnet50",
             {"freeze_backbone": False, "trainable_backbone_layers": 2},
@@ -66,7 +66,7 @@ def test_defaults() -> None:
         ("fcn_resnet50", {"aux_loss_weight": -1}, "aux_loss_weight"),
         ("fcn_resnet50", {"class_weights": [1.0, -0.5]}, "class_weights"),
         ("fcn_resnet50", {"label_smoothing": 1.0}, "label_smoothing"),
-        ("fcn_resnet50", {"pretrained_weights": "imagenet", "pretrained": True}, "'full'"),
+        ("fcn_resnet50", {"pretrained_scope": "imagenet", "pretrained": True}, "'full'"),
         ("fcn_resnet50", {"output_stride": 16}, "output_stride"),  # fixed by torchvision
         ("fcn", {"atrous_rates": [6, 12]}, "atrous_rates"),  # DeepLabV3 only
         ("deeplabv3", {"atrous_rates": []}, "atrous_rates"),

@@ -118,7 +118,7 @@ def test_backbone_only_weights_equal_torchvision_weights_backbone(torch_home: Pa
     torch.manual_seed(7)
     imagenet = torchvision.models.mobilenet_v3_large()
     _cache(imagenet, "MobileNet_V3_Large_Weights.IMAGENET1K_V1", torch_home)
-    config = {"pretrained": True, "pretrained_weights": "backbone"}
+    config = {"pretrained": True, "pretrained_scope": "backbone"}
     model = va.create_model(TASK, "lraspp_mobilenet", config)
     reference = torchvision.models.segmentation.lraspp_mobilenet_v3_large(
         weights=None,
@@ -140,7 +140,7 @@ def test_backbone_only_weights_from_a_local_file(tmp_path: Path) -> None:
     imagenet = torchvision.models.resnet50()
     path = tmp_path / "resnet50-imagenet.pth"
     torch.save(imagenet.state_dict(), path)
-    config = {"weights_path": str(path), "pretrained_weights": "backbone"}
+    config = {"weights_path": str(path), "pretrained_scope": "backbone"}
     model = va.create_model(TASK, "fcn_resnet50", config)
     assert torch.equal(model.backbone.layer4[2].conv3.weight, imagenet.layer4[2].conv3.weight)
     assert torch.equal(model.backbone.bn1.running_var, imagenet.bn1.running_var)
@@ -155,7 +155,7 @@ def test_generic_architecture_loads_backbone_weights(torch_home: Path) -> None:
     assert torch.equal(model.backbone.conv1.weight, imagenet.conv1.weight)
     with pytest.raises(ValueError, match="no whole-model checkpoint"):
         va.create_model(
-            TASK, "fcn", {"backbone": "resnet18", "pretrained": True, "pretrained_weights": "full"}
+            TASK, "fcn", {"backbone": "resnet18", "pretrained": True, "pretrained_scope": "full"}
         )
 
 
@@ -167,15 +167,13 @@ def test_offline_without_file_names_where_to_put_it(torch_home: Path) -> None:
     assert str(expected) in message
     assert "LRASPP_MobileNet_V3_Large_Weights.COCO_WITH_VOC_LABELS_V1" in message
     assert "weights_path" in message
-    assert "pretrained_weights='backbone'" in message
+    assert "pretrained_scope='backbone'" in message
     assert isinstance(info.value, FileNotFoundError)
 
 
 def test_offline_backbone_only_names_the_imagenet_file(torch_home: Path) -> None:
     with pytest.raises(va.PretrainedWeightsError) as info:
-        va.create_model(
-            TASK, "fcn_resnet50", {"pretrained": True, "pretrained_weights": "backbone"}
-        )
+        va.create_model(TASK, "fcn_resnet50", {"pretrained": True, "pretrained_scope": "backbone"})
     expected = torch_home / "hub" / "checkpoints" / "resnet50-0676ba61.pth"  # IMAGENET1K_V1
     assert str(expected) in str(info.value)
 

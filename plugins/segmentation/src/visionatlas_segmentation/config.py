@@ -44,7 +44,7 @@ class SegmentationConfig(ModelConfig):
     label_smoothing: float = Field(
         default=0.0, ge=0.0, lt=1.0, description="Label smoothing of the cross-entropy loss"
     )
-    pretrained_weights: Literal["full", "backbone"] | None = Field(
+    pretrained_scope: Literal["full", "backbone"] | None = Field(
         default=None,
         description="What pretrained loads: 'full' (the COCO-with-VOC-labels segmentation "
         "checkpoint; class layers are replaced when num_classes differs) or 'backbone' (the "
@@ -65,9 +65,9 @@ class SegmentationConfig(ModelConfig):
                 f"head={self.head!r} cannot be set: segmentation architectures have their own "
                 "heads; pick the architecture instead (e.g. 'deeplabv3' or 'fcn' on any backbone)"
             )
-        if self.pretrained_weights is not None and not self.asks_pretrained:
+        if self.pretrained_scope is not None and not self.asks_pretrained:
             raise ValueError(
-                f"pretrained_weights={self.pretrained_weights!r} selects which pretrained "
+                f"pretrained_scope={self.pretrained_scope!r} selects which pretrained "
                 "weights load; set pretrained=True (or weights_path) as well"
             )
         if (

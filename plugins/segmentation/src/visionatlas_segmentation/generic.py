@@ -145,10 +145,10 @@ def _create_backbone(config: GenericSegmentationConfig, architecture: str) -> Ba
 def _build(
     config: GenericSegmentationConfig, num_classes: int, *, architecture: str
 ) -> MultiscaleSegmentationModel:
-    if config.pretrained_weights == "full":
+    if config.pretrained_scope == "full":
         raise ValueError(
             f"{architecture!r} on an arbitrary backbone has no whole-model checkpoint; use "
-            "pretrained_weights='backbone' (or leave it unset) for the backbone's ImageNet "
+            "pretrained_scope='backbone' (or leave it unset) for the backbone's ImageNet "
             "weights, or a torchvision architecture such as 'deeplabv3_resnet50'"
         )
     backbone = _create_backbone(config, architecture)

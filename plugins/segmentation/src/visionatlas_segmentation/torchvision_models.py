@@ -158,7 +158,7 @@ def _weights_plan(
 ) -> _WeightsPlan | None:
     if not config.asks_pretrained:
         return None
-    scope = config.pretrained_weights
+    scope = config.pretrained_scope
     if scope is None:
         model_level = config.pretrained or config.weights_path is not None
         scope = "full" if model_level else "backbone"
@@ -166,8 +166,8 @@ def _weights_plan(
         if backbone is not None and (backbone.weights or backbone.weights_path):
             raise ValueError(
                 "the backbone config's weights/weights_path choose ImageNet weights of the "
-                "backbone, but pretrained_weights='full' loads the whole model; set "
-                "pretrained_weights='backbone' or drop them"
+                "backbone, but pretrained_scope='full' loads the whole model; set "
+                "pretrained_scope='backbone' or drop them"
             )
         return _WeightsPlan("full", config.weights_path)
     path = (backbone.weights_path if backbone else None) or config.weights_path

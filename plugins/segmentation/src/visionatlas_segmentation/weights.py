@@ -87,7 +87,7 @@ def _unavailable(architecture: str, ref: str, url: str, path: Path, reason: str)
         f"pretrained weights {ref} of segmentation architecture {architecture!r} are not "
         f"available: {reason}. Download {url} and put the file at {path}, or pass a local "
         "weights file with weights_path (ModelConfig.weights_path), or ask for the "
-        "backbone's ImageNet weights only with pretrained_weights='backbone'"
+        "backbone's ImageNet weights only with pretrained_scope='backbone'"
     )
 
 
