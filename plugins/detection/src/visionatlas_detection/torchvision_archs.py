@@ -10,7 +10,9 @@ them), so torchvision's COCO checkpoints load as they are.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Mapping
 from functools import partial
+from typing import Any
 
 import torchvision
 from torch import nn
@@ -26,6 +28,7 @@ from visionatlas_detection.build import Family, Options, TorchvisionRecipe, load
 from visionatlas_detection.heads import FocalFCOSHead, FocalRetinaNetHead
 from visionatlas_detection.models import (
     Detector,
+    DetectorT,
     FasterRCNNDetector,
     FCOSDetector,
     RetinaNetDetector,
@@ -40,7 +43,9 @@ __all__ = [
     "RETINANET",
     "RETINANET_ANCHORS",
     "SSDLITE",
+    "build_rcnn",
     "resnet50_fpn",
+    "resnet50_recipe",
 ]
 
 FASTER_RCNN = Family(
@@ -56,7 +61,6 @@ SSDLITE = Family("SSDLite", fixed_size=True)
 
 RETINANET_ANCHORS = 9
 """Anchors per location of torchvision's RetinaNet: 3 scales x 3 aspect ratios."""
-_RESNET_BACKBONE = ("resnet50", "ResNet50_Weights.IMAGENET1K_V1")
 
 
 def resnet50_fpn(
@@ -88,32 +92,42 @@ def resnet50_fpn(
     return backbone, [stem, body.layer1, body.layer2, body.layer3, body.layer4]
 
 
-def _fasterrcnn(options: Options) -> Detector:
-    backbone, stages = resnet50_fpn(
-        options, returned_layers=(1, 2, 3, 4), extra_blocks=LastLevelMaxPool()
-    )
-    model = FasterRCNNDetector(backbone, options.num_classes, **options.detector_kwargs)
-    return attach(model, num_classes=options.num_classes, stages=stages)
+def build_rcnn(
+    detector: type[DetectorT],
+    options: Options,
+    *,
+    v2: bool = False,
+    v2_heads: Mapping[str, nn.Module] | None = None,
+) -> DetectorT:
+    """A two-stage detector on ResNet-50 + FPN as torchvision's (``_v2``) builders make it.
 
-
-def _fasterrcnn_v2(options: Options) -> Detector:
+    ``detector`` is :class:`FasterRCNNDetector` or a subclass taking the same arguments
+    (Mask R-CNN); ``v2_heads`` adds heads of the v2 layout beyond the RPN and box heads
+    (e.g. Mask R-CNN's normalized ``mask_head``).
+    """
     backbone, stages = resnet50_fpn(
         options,
         returned_layers=(1, 2, 3, 4),
         extra_blocks=LastLevelMaxPool(),
-        fpn_norm=nn.BatchNorm2d,
+        fpn_norm=nn.BatchNorm2d if v2 else None,
     )
-    channels = options.fpn_channels
-    model = FasterRCNNDetector(
-        backbone,
-        options.num_classes,
-        rpn_head=RPNHead(channels, 3, conv_depth=2),  # 3 aspect ratios per location
-        box_head=FastRCNNConvFCHead(
+    heads: dict[str, nn.Module] = {}
+    if v2:
+        channels = options.fpn_channels
+        heads["rpn_head"] = RPNHead(channels, 3, conv_depth=2)  # 3 aspect ratios per location
+        heads["box_head"] = FastRCNNConvFCHead(
             (channels, 7, 7), [256, 256, 256, 256], [1024], norm_layer=nn.BatchNorm2d
-        ),
-        **options.detector_kwargs,
-    )
+        )
+        heads.update(v2_heads or {})
+    model = detector(backbone, options.num_classes, **heads, **options.detector_kwargs)
     return attach(model, num_classes=options.num_classes, stages=stages)
+
+
+def resnet50_recipe(**fields: Any) -> TorchvisionRecipe:
+    """A recipe for a detector on torchvision's ResNet-50 (ImageNet V1 backbone weights)."""
+    return TorchvisionRecipe(
+        backbone="resnet50", backbone_weights="ResNet50_Weights.IMAGENET1K_V1", **fields
+    )
 
 
 def _retinanet(options: Options, *, v2: bool = False) -> Detector:
@@ -202,50 +216,40 @@ def _ssdlite(options: Options) -> Detector:
 RECIPES: dict[str, TorchvisionRecipe] = {
     recipe.name: recipe
     for recipe in (
-        TorchvisionRecipe(
+        resnet50_recipe(
             name="fasterrcnn_resnet50",
             family=FASTER_RCNN,
-            construct=_fasterrcnn,
+            construct=partial(build_rcnn, FasterRCNNDetector),
             weights="FasterRCNN_ResNet50_FPN_Weights.DEFAULT",
-            backbone=_RESNET_BACKBONE[0],
-            backbone_weights=_RESNET_BACKBONE[1],
             legacy_eps_weights="COCO_V1",
         ),
-        TorchvisionRecipe(
+        resnet50_recipe(
             name="fasterrcnn_resnet50_v2",
             family=FASTER_RCNN,
-            construct=_fasterrcnn_v2,
+            construct=partial(build_rcnn, FasterRCNNDetector, v2=True),
             weights="FasterRCNN_ResNet50_FPN_V2_Weights.DEFAULT",
-            backbone=_RESNET_BACKBONE[0],
-            backbone_weights=_RESNET_BACKBONE[1],
             frozen_batchnorm_when_pretrained=False,
         ),
-        TorchvisionRecipe(
+        resnet50_recipe(
             name="retinanet_resnet50",
             family=RETINANET,
             construct=_retinanet,
             weights="RetinaNet_ResNet50_FPN_Weights.DEFAULT",
-            backbone=_RESNET_BACKBONE[0],
-            backbone_weights=_RESNET_BACKBONE[1],
             legacy_eps_weights="COCO_V1",
         ),
-        TorchvisionRecipe(
+        resnet50_recipe(
             name="retinanet_resnet50_v2",
             family=RETINANET,
             construct=partial(_retinanet, v2=True),
             weights="RetinaNet_ResNet50_FPN_V2_Weights.DEFAULT",
-            backbone=_RESNET_BACKBONE[0],
-            backbone_weights=_RESNET_BACKBONE[1],
             frozen_batchnorm_when_pretrained=False,
             groupnorm_heads=True,
         ),
-        TorchvisionRecipe(
+        resnet50_recipe(
             name="fcos_resnet50",
             family=FCOS_FAMILY,
             construct=_fcos,
             weights="FCOS_ResNet50_FPN_Weights.DEFAULT",
-            backbone=_RESNET_BACKBONE[0],
-            backbone_weights=_RESNET_BACKBONE[1],
             groupnorm_heads=True,
         ),
         TorchvisionRecipe(

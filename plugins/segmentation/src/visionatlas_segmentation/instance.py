@@ -8,26 +8,24 @@ predictions add ``masks`` (``(K, 1, H, W)`` probabilities at the input size).
 
 from __future__ import annotations
 
+import dataclasses
+from functools import partial
+
 from torch import nn
-from torchvision.models.detection.faster_rcnn import FastRCNNConvFCHead
 from torchvision.models.detection.mask_rcnn import MaskRCNN, MaskRCNNHeads
-from torchvision.models.detection.rpn import RPNHead
-from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
 
 from visionatlas.config import ModelConfig
 from visionatlas_detection.any_backbone import max_pool_p6
 from visionatlas_detection.backbone_adapter import BackboneFPN
 from visionatlas_detection.build import (
     AnyBackboneRecipe,
-    Family,
     Options,
-    TorchvisionRecipe,
     build_any_backbone_detector,
     build_torchvision_detector,
 )
-from visionatlas_detection.models import Detector, attach, reset_box_predictor
+from visionatlas_detection.models import Detector, reset_box_predictor
 from visionatlas_detection.specs import RCNN_STRIDES
-from visionatlas_detection.torchvision_archs import resnet50_fpn
+from visionatlas_detection.torchvision_archs import FASTER_RCNN, build_rcnn, resnet50_recipe
 
 __all__ = [
     "MASK_RCNN",
@@ -37,13 +35,7 @@ __all__ = [
     "maskrcnn_resnet50_v2",
 ]
 
-MASK_RCNN = Family(
-    "Mask R-CNN",
-    score_key="box_score_thresh",
-    nms_key="box_nms_thresh",
-    detections_key="box_detections_per_img",
-    proposals=True,
-)
+MASK_RCNN = dataclasses.replace(FASTER_RCNN, title="Mask R-CNN")
 
 
 class MaskRCNNDetector(Detector, MaskRCNN):  # type: ignore[misc]
@@ -70,56 +62,29 @@ class MaskRCNNDetector(Detector, MaskRCNN):  # type: ignore[misc]
         self.num_classes = num_classes
 
 
-def _maskrcnn(options: Options) -> Detector:
-    backbone, stages = resnet50_fpn(
-        options, returned_layers=(1, 2, 3, 4), extra_blocks=LastLevelMaxPool()
-    )
-    model = MaskRCNNDetector(backbone, options.num_classes, **options.detector_kwargs)
-    return attach(model, num_classes=options.num_classes, stages=stages)
-
-
 def _maskrcnn_v2(options: Options) -> Detector:
-    backbone, stages = resnet50_fpn(
-        options,
-        returned_layers=(1, 2, 3, 4),
-        extra_blocks=LastLevelMaxPool(),
-        fpn_norm=nn.BatchNorm2d,
+    mask_head = MaskRCNNHeads(
+        options.fpn_channels, [256, 256, 256, 256], 1, norm_layer=nn.BatchNorm2d
     )
-    channels = options.fpn_channels
-    model = MaskRCNNDetector(
-        backbone,
-        options.num_classes,
-        rpn_head=RPNHead(channels, 3, conv_depth=2),
-        box_head=FastRCNNConvFCHead(
-            (channels, 7, 7), [256, 256, 256, 256], [1024], norm_layer=nn.BatchNorm2d
-        ),
-        mask_head=MaskRCNNHeads(channels, [256, 256, 256, 256], 1, norm_layer=nn.BatchNorm2d),
-        **options.detector_kwargs,
-    )
-    return attach(model, num_classes=options.num_classes, stages=stages)
+    return build_rcnn(MaskRCNNDetector, options, v2=True, v2_heads={"mask_head": mask_head})
 
 
 def _maskrcnn_any(backbone: BackboneFPN, options: Options) -> Detector:
     return MaskRCNNDetector(backbone, options.num_classes, **options.detector_kwargs)
 
 
-_RESNET50 = ("resnet50", "ResNet50_Weights.IMAGENET1K_V1")
-MASKRCNN_RESNET50 = TorchvisionRecipe(
+MASKRCNN_RESNET50 = resnet50_recipe(
     name="maskrcnn_resnet50",
     family=MASK_RCNN,
-    construct=_maskrcnn,
+    construct=partial(build_rcnn, MaskRCNNDetector),
     weights="MaskRCNN_ResNet50_FPN_Weights.DEFAULT",
-    backbone=_RESNET50[0],
-    backbone_weights=_RESNET50[1],
     legacy_eps_weights="COCO_V1",
 )
-MASKRCNN_RESNET50_V2 = TorchvisionRecipe(
+MASKRCNN_RESNET50_V2 = resnet50_recipe(
     name="maskrcnn_resnet50_v2",
     family=MASK_RCNN,
     construct=_maskrcnn_v2,
     weights="MaskRCNN_ResNet50_FPN_V2_Weights.DEFAULT",
-    backbone=_RESNET50[0],
-    backbone_weights=_RESNET50[1],
     frozen_batchnorm_when_pretrained=False,
 )
 MASKRCNN_ANY = AnyBackboneRecipe("maskrcnn", MASK_RCNN, RCNN_STRIDES, max_pool_p6, _maskrcnn_any)
