@@ -29,6 +29,7 @@ __all__ = [
     "OFFLINE_ENV",
     "checkpoint_path",
     "fetch_state_dict",
+    "fetch_torchvision_weights",
     "load_backbone_weights",
     "read_state_dict",
     "torchvision_weights",
@@ -172,31 +173,50 @@ def _fetch(
             "with weights_path (BackboneConfig.weights_path / ModelConfig.weights_path)"
         )
     weights = torchvision_weights(weights_ref, config.weights)
+    return fetch_torchvision_weights(weights, owner=f"backbone {backbone_name!r}")
+
+
+_LOCAL_FILE = (
+    "pass a local weights file with weights_path "
+    "(BackboneConfig.weights_path / ModelConfig.weights_path)"
+)
+
+
+def fetch_torchvision_weights(
+    weights: WeightsEnum, *, owner: str, alternatives: str = _LOCAL_FILE
+) -> tuple[dict[str, Tensor], str]:
+    """``(state_dict, source)`` of torchvision ``weights``: the hub cache, else a download.
+
+    Nothing is downloaded when ``VISIONATLAS_OFFLINE`` is set. A failure raises
+    :class:`PretrainedWeightsError` naming ``owner`` (e.g. ``"backbone 'resnet50'"``), the
+    URL and the exact path to put the file at, then ``alternatives`` (what else the user
+    can do). Task plugins use this for whole-model checkpoints (COCO detectors, ...).
+    """
     path = checkpoint_path(weights)
     if path.is_file():
         return read_state_dict(path), str(path)
     url = str(weights.url)
     if _offline():
         reason = f"{OFFLINE_ENV} is set, so nothing is downloaded, and the file is not cached"
-    else:
-        try:
-            loaded = torch.hub.load_state_dict_from_url(
-                url, map_location="cpu", progress=True, check_hash=True, weights_only=True
-            )
-        except Exception as err:
-            reason = f"download failed ({type(err).__name__}: {err})"
-            raise PretrainedWeightsError(
-                _unavailable(backbone_name, weights, url, path, reason)
-            ) from err
-        return _as_state_dict(loaded, url), str(path)
-    raise PretrainedWeightsError(_unavailable(backbone_name, weights, url, path, reason))
+        raise PretrainedWeightsError(_unavailable(owner, weights, url, path, reason, alternatives))
+    try:
+        loaded = torch.hub.load_state_dict_from_url(
+            url, map_location="cpu", progress=True, check_hash=True, weights_only=True
+        )
+    except Exception as err:
+        reason = f"download failed ({type(err).__name__}: {err})"
+        raise PretrainedWeightsError(
+            _unavailable(owner, weights, url, path, reason, alternatives)
+        ) from err
+    return _as_state_dict(loaded, url), str(path)
 
 
-def _unavailable(name: str, weights: WeightsEnum, url: str, path: Path, reason: str) -> str:
+def _unavailable(
+    owner: str, weights: WeightsEnum, url: str, path: Path, reason: str, alternatives: str
+) -> str:
     return (
-        f"pretrained weights {weights!r} for backbone {name!r} are not available: {reason}. "
-        f"Download {url} and put the file at {path}, or pass a local weights file with "
-        "weights_path (BackboneConfig.weights_path / ModelConfig.weights_path)"
+        f"pretrained weights {weights!r} for {owner} are not available: {reason}. "
+        f"Download {url} and put the file at {path}, or {alternatives}"
     )
 
 

@@ -8,17 +8,14 @@ unless ``VISIONATLAS_OFFLINE`` is ``1``/``true``. Failures raise
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import torch
 from torch import Tensor
 
 from visionatlas.backbones.weights import (
-    OFFLINE_ENV,
-    checkpoint_path,
+    fetch_torchvision_weights,
     read_state_dict,
     torchvision_weights,
 )
@@ -42,10 +39,6 @@ class Checkpoint:
     weights: WeightsEnum | None = None
 
 
-def _offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true"}
-
-
 def fetch_checkpoint(
     architecture: str,
     weights_ref: str | None,
@@ -65,32 +58,12 @@ def fetch_checkpoint(
             "backbone's ImageNet weights"
         )
     weights = torchvision_weights(weights_ref, member)
-    path = checkpoint_path(weights)
-    if path.is_file():
-        return Checkpoint(read_state_dict(path), str(path), weights)
-    url = str(weights.url)
-    if _offline():
-        reason = f"{OFFLINE_ENV} is set, so nothing is downloaded, and the file is not cached"
-    else:
-        try:  # downloads into the hub cache, checking the hash
-            torch.hub.load_state_dict_from_url(
-                url, map_location="cpu", progress=True, check_hash=True, weights_only=True
-            )
-        except Exception as err:
-            reason = f"download failed ({type(err).__name__}: {err})"
-            raise PretrainedWeightsError(
-                _unavailable(architecture, weights, url, path, reason)
-            ) from err
-        return Checkpoint(read_state_dict(path), url, weights)
-    raise PretrainedWeightsError(_unavailable(architecture, weights, url, path, reason))
-
-
-def _unavailable(name: str, weights: WeightsEnum, url: str, path: Path, reason: str) -> str:
-    return (
-        f"pretrained weights {weights!r} for architecture {name!r} are not available: "
-        f"{reason}. Download {url} and put the file at {path}, or pass a local weights file "
-        "with weights_path (ModelConfig.weights_path)"
+    state, source = fetch_torchvision_weights(
+        weights,
+        owner=f"architecture {architecture!r}",
+        alternatives="pass a local weights file with weights_path (ModelConfig.weights_path)",
     )
+    return Checkpoint(state, source, weights)
 
 
 def load_checkpoint(model: Detector, checkpoint: Checkpoint, *, architecture: str) -> None:

@@ -8,17 +8,14 @@ Sources, in order: ``ModelConfig.weights_path``; the torch hub cache
 
 from __future__ import annotations
 
-import os
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
 from visionatlas.backbones.weights import (
-    OFFLINE_ENV,
-    checkpoint_path,
+    fetch_torchvision_weights,
     read_state_dict,
     torchvision_weights,
 )
@@ -31,10 +28,6 @@ _SHOWN_KEYS = 5
 _AUX = "aux_classifier."
 
 
-def _offline() -> bool:
-    return os.environ.get(OFFLINE_ENV, "").strip().lower() in {"1", "true"}
-
-
 def fetch_checkpoint(
     architecture: str, weights_ref: str, weights_path: Path | None
 ) -> tuple[dict[str, Tensor], str]:
@@ -42,26 +35,12 @@ def fetch_checkpoint(
     if weights_path is not None:
         path = Path(weights_path).expanduser()
         return read_state_dict(path), str(path)
-    weights = torchvision_weights(weights_ref)
-    path = checkpoint_path(weights)
-    if path.is_file():
-        return read_state_dict(path), str(path)
-    url = str(weights.url)
-    if _offline():
-        reason = f"{OFFLINE_ENV} is set, so nothing is downloaded, and the file is not cached"
-        raise PretrainedWeightsError(_unavailable(architecture, weights_ref, url, path, reason))
-    try:
-        loaded = torch.hub.load_state_dict_from_url(
-            url, map_location="cpu", progress=True, check_hash=True, weights_only=True
-        )
-    except Exception as err:
-        reason = f"download failed ({type(err).__name__}: {err})"
-        raise PretrainedWeightsError(
-            _unavailable(architecture, weights_ref, url, path, reason)
-        ) from err
-    if not isinstance(loaded, dict):
-        raise PretrainedWeightsError(f"{url} holds a {type(loaded).__name__}, not a state dict")
-    return loaded, str(path)
+    return fetch_torchvision_weights(
+        torchvision_weights(weights_ref),
+        owner=f"segmentation architecture {architecture!r}",
+        alternatives="pass a local weights file with weights_path (ModelConfig.weights_path), "
+        "or ask for the backbone's ImageNet weights only with pretrained_scope='backbone'",
+    )
 
 
 def with_metadata(
@@ -80,15 +59,6 @@ def with_metadata(
     carrier: dict[str, Tensor] = OrderedDict(state)
     setattr(carrier, "_metadata", {rename(k): v for k, v in metadata.items()})  # noqa: B010
     return carrier
-
-
-def _unavailable(architecture: str, ref: str, url: str, path: Path, reason: str) -> str:
-    return (
-        f"pretrained weights {ref} of segmentation architecture {architecture!r} are not "
-        f"available: {reason}. Download {url} and put the file at {path}, or pass a local "
-        "weights file with weights_path (ModelConfig.weights_path), or ask for the "
-        "backbone's ImageNet weights only with pretrained_scope='backbone'"
-    )
 
 
 def _keys(label: str, keys: list[str]) -> str:
