@@ -61,15 +61,28 @@ class UninformedStudentsConfig(ModelConfig):
     teacher_batch_size: int = Field(
         default=8, ge=2, description="Image crops (self-supervised) or patches (distillation)"
     )
-    teacher_crop_size: int = Field(
-        default=16, ge=4, description="Output side of the crops of self-supervised training"
+    teacher_crop_size: int | None = Field(
+        default=None,
+        ge=4,
+        description=(
+            "Output side of the crops of self-supervised training "
+            "(default: an eighth of the shorter image side, at least 16)"
+        ),
     )
-    student_steps: int = Field(default=100, ge=1, description="Student training steps per scale")
+    student_steps: int = Field(default=500, ge=1, description="Student training steps per scale")
     student_lr: float = Field(default=2e-3, gt=0.0, description="Student learning rate (Adam)")
+    lr_schedule: Literal["cosine", "constant"] = Field(
+        default="cosine", description="Learning-rate schedule of teacher and student training"
+    )
     weight_decay: float = Field(default=1e-5, ge=0.0, description="Adam weight decay")
     batch_size: int = Field(default=4, ge=1, description="Image crops per student step")
-    crop_size: int = Field(
-        default=32, ge=4, description="Output side of the crops students are trained on"
+    crop_size: int | None = Field(
+        default=None,
+        ge=4,
+        description=(
+            "Output side of the crops students are trained on "
+            "(default: a quarter of the shorter image side, at least 32)"
+        ),
     )
     validation_fraction: float = Field(
         default=0.2,
@@ -139,6 +152,16 @@ class UninformedStudentsConfig(ModelConfig):
         if self.pretrained or self.weights_path is not None:
             return "required"
         return self.teacher_distillation
+
+    def student_crop(self, image_side: int) -> int:
+        """``crop_size``, or its default for images whose shorter side is ``image_side``."""
+        return self.crop_size if self.crop_size is not None else max(32, image_side // 4)
+
+    def teacher_crop(self, image_side: int) -> int:
+        """``teacher_crop_size``, or its default for a shorter image side ``image_side``."""
+        if self.teacher_crop_size is not None:
+            return self.teacher_crop_size
+        return max(16, image_side // 8)
 
     def resnet_config(self) -> BackboneConfig:
         """The backbone config of the distilled ResNet-18 (pretrained)."""

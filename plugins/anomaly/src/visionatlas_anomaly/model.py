@@ -13,6 +13,7 @@ from typing import Any, cast
 import torch
 from torch import Tensor, nn
 
+from visionatlas_anomaly.calibration import ScaleStatistics
 from visionatlas_anomaly.config import UninformedStudentsConfig
 from visionatlas_anomaly.inputs import check_images
 from visionatlas_anomaly.networks import PatchNetwork
@@ -80,21 +81,6 @@ class FitReport:
         }
 
 
-class ScaleStatistics(nn.Module):
-    """Normalization statistics of one patch size, kept as buffers (saved with the model)."""
-
-    def __init__(self, descriptor_dim: int) -> None:
-        super().__init__()
-        self.descriptor_mean: Tensor
-        self.descriptor_std: Tensor
-        self.error_moments: Tensor
-        self.variance_moments: Tensor
-        self.register_buffer("descriptor_mean", torch.zeros(descriptor_dim))
-        self.register_buffer("descriptor_std", torch.ones(descriptor_dim))
-        self.register_buffer("error_moments", torch.tensor([0.0, 1.0]))  # mean, std
-        self.register_buffer("variance_moments", torch.tensor([0.0, 1.0]))
-
-
 def _key(patch_size: int) -> str:
     return f"p{patch_size}"
 
@@ -124,7 +110,7 @@ class UninformedStudents(nn.Module):
                 }
             )
         self.statistics = nn.ModuleDict(
-            {_key(p): ScaleStatistics(cfg.descriptor_dim) for p in cfg.patch_sizes}
+            {_key(p): ScaleStatistics(p, cfg.descriptor_dim) for p in cfg.patch_sizes}
         )
         self._mean: Tensor
         self._std: Tensor
@@ -180,11 +166,9 @@ class UninformedStudents(nn.Module):
     def _scale_map(self, images: Tensor, patch_size: int) -> Tensor:
         stats = self._stats(patch_size)
         error, variance = self._raw_scale(images, patch_size)
-        e_mean, e_std = stats.error_moments[0], stats.error_moments[1]
-        v_mean, v_std = stats.variance_moments[0], stats.variance_moments[1]
-        score = (error - e_mean) / e_std
+        score = stats.standardize(error, stats.error_moments)
         if self.config.num_students > 1:
-            score = score + (variance - v_mean) / v_std
+            score = score + stats.standardize(variance, stats.variance_moments)
         return score
 
     def _maps(self, images: Tensor) -> Tensor:
@@ -299,20 +283,19 @@ class UninformedStudents(nn.Module):
 
     @torch.no_grad()
     def _calibrate(self, validation: Tensor) -> None:
-        """Score statistics per scale and the image threshold, from held-out normal images."""
+        """Score statistics per scale and border bin, and the image threshold, from held-out
+        normal images."""
         for p in self.patch_sizes:
-            errors, variances = [], []
+            stats = self._stats(p)
+            error_sums = stats.accumulator(validation.device)
+            variance_sums = stats.accumulator(validation.device)
             for chunk in torch.split(validation, self.config.inference_batch_size):
                 error, variance = self._raw_scale(chunk, p)
-                errors.append(error.flatten().double())
-                variances.append(variance.flatten().double())
-            stats = self._stats(p)
-            for values, moments in (
-                (errors, stats.error_moments),
-                (variances, stats.variance_moments),
-            ):
-                flat = torch.cat(values)
-                moments.copy_(torch.stack([flat.mean(), flat.std().clamp_min(1e-12)]).float())
+                stats.add(error_sums, error)
+                stats.add(variance_sums, variance)
+            shape = stats.error_moments.shape
+            stats.error_moments.copy_(stats.moments(error_sums).view(shape))
+            stats.variance_moments.copy_(stats.moments(variance_sums).view(shape))
         scores = self.anomaly_maps(validation).flatten(1).amax(dim=1)
         self.threshold = float(torch.quantile(scores.double(), self.config.threshold_quantile))
 
@@ -343,7 +326,7 @@ class UninformedStudents(nn.Module):
         return load_detector(Path(path), device=device)
 
 
-FORMAT = "visionatlas-anomaly/uninformed-students/1"
+FORMAT = "visionatlas-anomaly/uninformed-students/2"
 
 
 @contextlib.contextmanager

@@ -68,6 +68,10 @@ class PatchNetwork(nn.Module):
                 self._plan.append("pool")
 
     def _run(self, x: Tensor, *, dense: bool) -> Tensor:
+        if dense:
+            # oneDNN runs the large (dilated) convolutions of dense passes about 1.3-2x
+            # faster on CPU in NHWC layout; the values are the same up to rounding.
+            x = x.contiguous(memory_format=torch.channels_last)
         dilation = 1
         convs = iter(self.convs)
         last = len(self.convs) - 1
@@ -106,7 +110,7 @@ class PatchNetwork(nn.Module):
         if height < p or width < p:
             raise ValueError(f"input {height}x{width} is smaller than the patch size {p}")
         out = self._run(padded, dense=True)
-        return out[..., : height - p + 1, : width - p + 1]
+        return out[..., : height - p + 1, : width - p + 1].contiguous()
 
     def dense(self, images: Tensor) -> Tensor:
         """One descriptor per pixel: ``(N, 3, H, W)`` images -> ``(N, D, H, W)``."""

@@ -19,16 +19,13 @@ class Preset:
     config: Mapping[str, Any]
     image_size: int = 128
     sizes: SplitSizes = field(default_factory=SplitSizes)
-    categories: tuple[str, ...] = ("stripes", "weave", "disc", "nut")
+    categories: tuple[str, ...] = ("stripes", "weave", "grid", "disc", "nut")
 
 
 PRESETS: dict[str, Preset] = {
     "default": Preset(
-        description=(
-            "the detector's default settings on 128x128 images; stripes, weave, disc, nut"
-        ),
+        description="the detector's default settings on 128x128 images, every synthetic category",
         config={},
-        sizes=SplitSizes(train=40, validation=6, test_good=8, test_per_defect=4),
     ),
     "quick": Preset(
         description="a smoke run: narrow networks, few steps, small splits, two categories",

@@ -40,7 +40,7 @@ class SplitSizes:
 
     train: int = 40
     validation: int = 10
-    test_good: int = 12
+    test_good: int = 16
     test_per_defect: int = 6
 
 

@@ -101,6 +101,15 @@ class CropSampler:
         return self.take(index, (ys + dy).clamp(0, max_y), (xs + dx).clamp(0, max_x))
 
 
+def _schedule(
+    optimizer: torch.optim.Optimizer, steps: int, config: UninformedStudentsConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine decay of the learning rate to zero over ``steps``, or a constant rate."""
+    if config.lr_schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
+    return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
+
+
 def _bar(total: int, description: str, enabled: bool) -> Any:
     return tqdm(total=total, desc=description, disable=not enabled, leave=False, unit="step")
 
@@ -166,8 +175,10 @@ def train_teacher(
         parameters += list(decoder.parameters())
         sampler = CropSampler.for_images(images, p, 1, generator)
     else:
-        sampler = CropSampler.for_images(images, p, config.teacher_crop_size, generator)
+        crop = config.teacher_crop(min(images.shape[-2:]))
+        sampler = CropSampler.for_images(images, p, crop, generator)
     optimizer = torch.optim.Adam(parameters, lr=config.teacher_lr, weight_decay=config.weight_decay)
+    scheduler = _schedule(optimizer, steps, config)
     teacher.train()
     losses: list[float] = []
     with _bar(steps, f"teacher {label}", config.progress) as bar:
@@ -179,6 +190,7 @@ def train_teacher(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            scheduler.step()
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
@@ -280,9 +292,11 @@ def train_students(
     label: str,
 ) -> list[float]:
     """Train every student to regress the teacher's normalized descriptors (in place)."""
-    sampler = CropSampler.for_images(images, teacher.patch_size, config.crop_size, generator)
+    crop = config.student_crop(min(images.shape[-2:]))
+    sampler = CropSampler.for_images(images, teacher.patch_size, crop, generator)
     parameters = [param for student in students for param in student.parameters()]
     optimizer = torch.optim.Adam(parameters, lr=config.student_lr, weight_decay=config.weight_decay)
+    scheduler = _schedule(optimizer, config.student_steps, config)
     scale = (mean[None, :, None, None], std[None, :, None, None])
     for student in students:
         student.train()
@@ -298,6 +312,7 @@ def train_students(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
+            scheduler.step()
             losses.append(float(loss.detach()) / len(students))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
