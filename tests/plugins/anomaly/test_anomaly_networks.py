@@ -66,3 +66,24 @@ def test_speed_measurement_compares_equal_outputs() -> None:
     assert result.dense_s > 0
     assert result.patchwise_s > 0
     assert "p=17" in result.row()
+
+
+def test_speed_measurement_of_a_narrow_network() -> None:
+    from visionatlas_anomaly.speed import measure_dense_speed
+
+    result = measure_dense_speed(33, image_size=36, sampled_pixels=4, repeats=1, width=0.25)
+    assert result.max_abs_difference <= 1e-4
+    assert "width 0.25" in result.row()
+    with pytest.raises(ValueError, match="positive channel multiplier"):
+        measure_dense_speed(17, width=0.0)
+
+
+def test_dense_output_is_contiguous_whatever_the_input_layout() -> None:
+    network = PatchNetwork(17, descriptor_dim=8, width=0.25).eval()
+    images = torch.rand(1, 3, 24, 24)
+    with torch.no_grad():
+        plain = network.dense(images)
+        nhwc = network.dense(images.contiguous(memory_format=torch.channels_last))
+    assert plain.is_contiguous()
+    assert nhwc.is_contiguous()
+    torch.testing.assert_close(plain, nhwc)

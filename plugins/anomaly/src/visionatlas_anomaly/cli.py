@@ -75,6 +75,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     speed.add_argument(
         "--patch-batch", type=int, default=1, help="patches per patch-wise call (default 1)"
     )
+    speed.add_argument(
+        "--width", type=float, default=1.0, help="hidden-channel multiplier (1.0: the paper's)"
+    )
     speed.set_defaults(handler=_speed)
 
 
@@ -280,6 +283,7 @@ def _speed(args: argparse.Namespace) -> int:
                 image_size=args.image_size,
                 sampled_pixels=args.sampled_pixels,
                 patch_batch=args.patch_batch,
+                width=args.width,
             )
         except ValueError as err:
             return _fail(str(err))

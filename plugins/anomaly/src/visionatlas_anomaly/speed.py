@@ -27,6 +27,8 @@ class DenseSpeed:
     """Patches per call of the patch-wise reference (1: literally patch by patch)."""
     max_abs_difference: float
     """Largest difference between both, over the sampled pixels."""
+    width: float = 1.0
+    """Hidden-channel multiplier of the timed network (1.0: the paper's network)."""
 
     @property
     def speedup(self) -> float:
@@ -34,7 +36,8 @@ class DenseSpeed:
 
     def row(self) -> str:
         return (
-            f"p={self.patch_size:<3} {self.image_size}x{self.image_size}  dense "
+            f"p={self.patch_size:<3} width {self.width:g}  "
+            f"{self.image_size}x{self.image_size}  dense "
             f"{self.dense_s:8.3f} s  patch-wise {self.patchwise_s:10.1f} s (from "
             f"{self.sampled_pixels} patches, {self.patch_batch} per call)  speed-up "
             f"{self.speedup:8.1f}x  max |diff| "
@@ -51,16 +54,19 @@ def measure_dense_speed(
     patch_batch: int = 1,
     repeats: int = 3,
     seed: int = 0,
+    width: float = 1.0,
 ) -> DenseSpeed:
     """Time dense extraction on one image and patch-wise evaluation of sampled pixels.
 
     The patch-wise reference runs ``patch_batch`` patches per call (1: one patch at a time,
     as a sliding-window evaluation would); its time is extrapolated to every pixel.
     """
+    if width <= 0:
+        raise ValueError(f"width must be a positive channel multiplier, got {width}")
     generator = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        network = PatchNetwork(patch_size).eval()
+        network = PatchNetwork(patch_size, width=width).eval()
     image = torch.rand(1, 3, image_size, image_size, generator=generator)
     network.dense(image)  # warm-up
     dense_times = []
@@ -90,4 +96,5 @@ def measure_dense_speed(
         sampled_pixels=sampled_pixels,
         patch_batch=patch_batch,
         max_abs_difference=float((outputs - reference).abs().max()),
+        width=width,
     )
