@@ -155,3 +155,15 @@ def test_same_seed_same_detector() -> None:
     b = UninformedStudents(UninformedStudentsConfig(**options)).fit(textures(3))
     images = textures(1, seed=5)
     torch.testing.assert_close(a.predict(images).anomaly_maps, b.predict(images).anomaly_maps)
+
+
+def test_load_refuses_another_format(fitted_detector: UninformedStudents, tmp_path: Path) -> None:
+    import json
+
+    path = fitted_detector.save(tmp_path / "old")
+    meta_file = path / "config.json"
+    metadata = json.loads(meta_file.read_text(encoding="utf-8"))
+    metadata["format"] = "visionatlas-anomaly/uninformed-students/1"
+    meta_file.write_text(json.dumps(metadata), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"students/1.*this version reads.*fit the detector again"):
+        UninformedStudents.load(path)

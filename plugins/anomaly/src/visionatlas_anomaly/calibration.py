@@ -4,8 +4,8 @@ The descriptors of pixels closer than ``(p - 1) / 2`` to a border are computed f
 reflected padding, so their regression errors and variances follow a different
 distribution than interior pixels (largest in the corners, where both axes are
 reflected). Each pixel therefore belongs to a *border bin* ``(by, bx)``, its distances to
-the nearest horizontal and vertical border capped at ``(p - 1) / 2``; the interior is the
-single bin ``(half, half)``. Means and standard deviations are kept per bin, estimated on
+the nearest horizontal and vertical border capped at ``margin = (p - 1) / 2``; the interior is the
+single bin ``(margin, margin)``. Means and standard deviations are kept per bin, estimated on
 held-out normal images, so that a score of 3 means "3 standard deviations above normal"
 everywhere in the image.
 """
@@ -21,20 +21,21 @@ MIN_BIN_SAMPLES = 16
 """Border bins with fewer calibration pixels than this use the statistics of all pixels."""
 
 
-def border_bins(height: int, width: int, half: int, device: torch.device) -> Tensor:
-    """``(H, W)`` flat bin index ``by * (half + 1) + bx`` of every pixel."""
+def border_bins(height: int, width: int, margin: int, device: torch.device) -> Tensor:
+    """``(H, W)`` flat bin index ``by * (margin + 1) + bx`` of every pixel, where ``by`` and
+    ``bx`` are its distances to the nearest row and column border, capped at ``margin``."""
     ys = torch.arange(height, device=device)
     xs = torch.arange(width, device=device)
-    by = torch.minimum(ys, height - 1 - ys).clamp_max(half)
-    bx = torch.minimum(xs, width - 1 - xs).clamp_max(half)
-    return by[:, None] * (half + 1) + bx[None, :]
+    by = torch.minimum(ys, height - 1 - ys).clamp_max(margin)
+    bx = torch.minimum(xs, width - 1 - xs).clamp_max(margin)
+    return by[:, None] * (margin + 1) + bx[None, :]
 
 
 class ScaleStatistics(nn.Module):
     """Normalization statistics of one patch size, kept as buffers (saved with the model).
 
     ``descriptor_mean``/``descriptor_std`` normalize the teacher's descriptors (training
-    images); ``error_moments``/``variance_moments`` are ``(2, half + 1, half + 1)`` means
+    images); ``error_moments``/``variance_moments`` are ``(2, margin + 1, margin + 1)`` means
     and standard deviations per border bin (held-out normal images).
     """
 

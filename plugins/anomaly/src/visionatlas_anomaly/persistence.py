@@ -60,7 +60,8 @@ def load_detector(path: Path, *, device: str | None = None) -> UninformedStudent
     metadata, tensor_file = _read(path)
     if metadata.get("format") != FORMAT:
         raise ValueError(
-            f"{path} has format {metadata.get('format')!r}; this version reads {FORMAT!r}"
+            f"{path} has format {metadata.get('format')!r}; this version reads {FORMAT!r} "
+            "only (fit the detector again with this version to get a file it can load)"
         )
     settings = dict(metadata["config"])
     if device is not None:
