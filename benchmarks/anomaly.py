@@ -30,6 +30,7 @@ def speed(args: argparse.Namespace) -> int:
             sampled_pixels=args.sampled_pixels,
             patch_batch=args.patch_batch,
             width=args.width,
+            nnpack=not args.no_nnpack,
         )
         passed = result.speedup >= TARGET_SPEEDUP and result.max_abs_difference <= TOLERANCE
         ok &= passed
@@ -54,6 +55,7 @@ def main() -> int:
     s.add_argument("--sampled-pixels", type=int, default=1024)
     s.add_argument("--patch-batch", type=int, default=1)
     s.add_argument("--width", type=float, default=1.0)
+    s.add_argument("--no-nnpack", action="store_true", help="oneDNN direct convolutions only")
     s.add_argument("--check", action="store_true")
     s.set_defaults(run=speed)
     b = commands.add_parser("synthetic")

@@ -105,3 +105,18 @@ def test_help_through_the_core_command_line() -> None:
     assert result.returncode == 0, result.stderr
     for command in ("fit", "predict", "benchmark", "speed"):
         assert command in result.stdout
+
+
+@pytest.mark.parametrize("nnpack_flag", [[], ["--no-nnpack"]])
+def test_speed_command_prints_one_row_per_patch_size(
+    capsys: pytest.CaptureFixture[str], nnpack_flag: list[str]
+) -> None:
+    code = _run(
+        "speed", "--image-size", "24", "--patch-sizes", "17", "33", "--sampled-pixels", "3",
+        "--width", "0.0625", *nnpack_flag,
+    )  # fmt: skip
+    assert code == 0
+    rows = capsys.readouterr().out.splitlines()
+    assert [row.split()[0] for row in rows] == ["p=17", "p=33"]
+    assert all(("(no NNPACK)" in row) == bool(nnpack_flag) for row in rows)
+    assert _run("speed", "--width", "0") == 1

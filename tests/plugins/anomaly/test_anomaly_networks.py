@@ -74,8 +74,20 @@ def test_speed_measurement_of_a_narrow_network() -> None:
     result = measure_dense_speed(33, image_size=36, sampled_pixels=4, repeats=1, width=0.25)
     assert result.max_abs_difference <= 1e-4
     assert "width 0.25" in result.row()
+    assert "no NNPACK" not in result.row()
     with pytest.raises(ValueError, match="positive channel multiplier"):
         measure_dense_speed(17, width=0.0)
+
+
+def test_speed_measurement_without_nnpack() -> None:
+    from visionatlas_anomaly.speed import measure_dense_speed
+
+    result = measure_dense_speed(
+        17, image_size=64, sampled_pixels=4, repeats=1, width=0.0625, nnpack=False
+    )
+    assert result.max_abs_difference <= 1e-4
+    assert not result.nnpack
+    assert "dense (no NNPACK)" in result.row()
 
 
 def test_dense_output_is_contiguous_whatever_the_input_layout() -> None:

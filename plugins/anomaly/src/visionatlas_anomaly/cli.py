@@ -78,6 +78,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     speed.add_argument(
         "--width", type=float, default=1.0, help="hidden-channel multiplier (1.0: the paper's)"
     )
+    speed.add_argument(
+        "--no-nnpack",
+        action="store_true",
+        help="time dense passes with oneDNN's direct convolutions only",
+    )
     speed.set_defaults(handler=_speed)
 
 
@@ -284,6 +289,7 @@ def _speed(args: argparse.Namespace) -> int:
                 sampled_pixels=args.sampled_pixels,
                 patch_batch=args.patch_batch,
                 width=args.width,
+                nnpack=not args.no_nnpack,
             )
         except ValueError as err:
             return _fail(str(err))

@@ -29,6 +29,8 @@ class DenseSpeed:
     """Largest difference between both, over the sampled pixels."""
     width: float = 1.0
     """Hidden-channel multiplier of the timed network (1.0: the paper's network)."""
+    nnpack: bool = True
+    """Whether dense passes could use NNPACK (see :mod:`.dense_ops`); False: oneDNN only."""
 
     @property
     def speedup(self) -> float:
@@ -37,7 +39,7 @@ class DenseSpeed:
     def row(self) -> str:
         return (
             f"p={self.patch_size:<3} width {self.width:g}  "
-            f"{self.image_size}x{self.image_size}  dense "
+            f"{self.image_size}x{self.image_size}  dense{'' if self.nnpack else ' (no NNPACK)'} "
             f"{self.dense_s:8.3f} s  patch-wise {self.patchwise_s:10.1f} s (from "
             f"{self.sampled_pixels} patches, {self.patch_batch} per call)  speed-up "
             f"{self.speedup:8.1f}x  max |diff| "
@@ -55,11 +57,13 @@ def measure_dense_speed(
     repeats: int = 3,
     seed: int = 0,
     width: float = 1.0,
+    nnpack: bool = True,
 ) -> DenseSpeed:
     """Time dense extraction on one image and patch-wise evaluation of sampled pixels.
 
     The patch-wise reference runs ``patch_batch`` patches per call (1: one patch at a time,
     as a sliding-window evaluation would); its time is extrapolated to every pixel.
+    ``nnpack=False`` times dense passes with NNPACK turned off (oneDNN only).
     """
     if width <= 0:
         raise ValueError(f"width must be a positive channel multiplier, got {width}")
@@ -68,12 +72,13 @@ def measure_dense_speed(
         torch.manual_seed(seed)
         network = PatchNetwork(patch_size, width=width).eval()
     image = torch.rand(1, 3, image_size, image_size, generator=generator)
-    network.dense(image)  # warm-up
     dense_times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        dense = network.dense(image)
-        dense_times.append(time.perf_counter() - start)
+    with torch.backends.nnpack.flags(enabled=nnpack):
+        network.dense(image)  # warm-up
+        for _ in range(repeats):
+            start = time.perf_counter()
+            dense = network.dense(image)
+            dense_times.append(time.perf_counter() - start)
     padded = pad_for_patches(image, patch_size)[0]
     pixels = torch.randperm(image_size * image_size, generator=generator)[:sampled_pixels]
     ys, xs = pixels // image_size, pixels % image_size
@@ -97,4 +102,5 @@ def measure_dense_speed(
         patch_batch=patch_batch,
         max_abs_difference=float((outputs - reference).abs().max()),
         width=width,
+        nnpack=nnpack,
     )
