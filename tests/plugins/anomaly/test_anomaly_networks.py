@@ -88,6 +88,9 @@ def test_speed_measurement_without_nnpack() -> None:
     assert result.max_abs_difference <= 1e-4
     assert not result.nnpack
     assert "dense (no NNPACK)" in result.row()
+    with torch.backends.nnpack.flags(enabled=False):  # turned off globally: reported as off
+        result = measure_dense_speed(17, image_size=20, sampled_pixels=2, repeats=1, width=0.0625)
+    assert not result.nnpack
 
 
 def test_dense_output_is_contiguous_whatever_the_input_layout() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import time
 from dataclasses import dataclass
@@ -63,7 +64,8 @@ def measure_dense_speed(
 
     The patch-wise reference runs ``patch_batch`` patches per call (1: one patch at a time,
     as a sliding-window evaluation would); its time is extrapolated to every pixel.
-    ``nnpack=False`` times dense passes with NNPACK turned off (oneDNN only).
+    ``nnpack=False`` times dense passes with NNPACK turned off (oneDNN only); with ``True``
+    NNPACK is used where :mod:`.dense_ops` allows it, unless it was turned off globally.
     """
     if width <= 0:
         raise ValueError(f"width must be a positive channel multiplier, got {width}")
@@ -73,7 +75,8 @@ def measure_dense_speed(
         network = PatchNetwork(patch_size, width=width).eval()
     image = torch.rand(1, 3, image_size, image_size, generator=generator)
     dense_times = []
-    with torch.backends.nnpack.flags(enabled=nnpack):
+    nnpack = nnpack and torch._C._get_nnpack_enabled()
+    with contextlib.nullcontext() if nnpack else torch.backends.nnpack.flags(enabled=False):
         network.dense(image)  # warm-up
         for _ in range(repeats):
             start = time.perf_counter()
