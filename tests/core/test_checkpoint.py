@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 import visionatlas as va
+from visionatlas import checkpoint
 from visionatlas._statecodec import StateCodecError, decode_state, encode_state
 from visionatlas.checkpoint import MANIFEST_NAME, read_checkpoint
 
@@ -351,3 +353,67 @@ def test_data_files_are_stored_under_their_checksum(saved: Path) -> None:
         assert record["name"].split("-")[1].startswith(record["sha256"][:16])
     model_file = saved / manifest["files"]["model"]["name"]
     assert any(key.startswith("head.") for key in load_file(model_file))
+
+
+# -- a reader racing a writer -----------------------------------------------------------------
+_SAVING_LOOP = """
+import sys, time, torch
+import visionatlas as va
+
+path, seconds = sys.argv[1], float(sys.argv[2])
+models = []
+for seed in range(3):
+    torch.manual_seed(seed)
+    models.append(torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.Linear(256, 8)))
+print("ready", flush=True)
+deadline, saves = time.monotonic() + seconds, 0
+while time.monotonic() < deadline:
+    va.save_checkpoint(models[saves % 3], None, saves % 3, {}, path)
+    saves += 1
+print(saves, flush=True)
+"""
+
+
+def _racing_small(seed: int) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(64, 256), nn.Linear(256, 8))
+
+
+@pytest.mark.parametrize("lockable", [True, False], ids=["locked", "read-only-dir"])
+def test_a_load_racing_saves_gets_a_whole_checkpoint_or_a_retryable_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lockable: bool
+) -> None:
+    if not lockable:  # as in a directory the reader cannot write to: no shared lock
+        monkeypatch.setattr(checkpoint, "directory_lock", lambda *a, **k: nullcontext(False))
+    path = va.save_checkpoint(_racing_small(0), None, 0, {}, tmp_path / "ckpt")
+    expected = [_racing_small(seed).state_dict() for seed in range(3)]
+    saver = subprocess.Popen(
+        [sys.executable, "-c", _SAVING_LOOP, str(path), "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    loads, busy = 0, 0
+    try:
+        assert saver.stdout is not None
+        assert saver.stdout.readline().strip() == "ready", saver.stderr
+        while saver.poll() is None:
+            target = _racing_small(9)
+            try:
+                found = va.load_checkpoint(path, target)
+                assert va.read_checkpoint(path).epoch in (0, 1, 2)
+            except va.CheckpointBusyError:
+                busy += 1
+                continue
+            assert found.epoch is not None
+            state = target.state_dict()
+            assert all(torch.equal(state[k], v) for k, v in expected[found.epoch].items())
+            loads += 1
+        out, err = saver.communicate(timeout=60)
+    finally:
+        if saver.poll() is None:
+            saver.kill()
+    assert saver.returncode == 0, err[-3000:]
+    assert int(out.strip()) > 20  # the saver really raced the loads
+    assert loads > 20, (loads, busy)
+    assert busy <= loads, (loads, busy)

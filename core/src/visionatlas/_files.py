@@ -11,18 +11,23 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 __all__ = [
+    "STALE_TEMP_SECONDS",
     "TEMP_PREFIX",
     "WrittenFile",
     "atomic_target",
     "directory_lock",
     "fsync_directory",
     "fsync_file",
+    "is_temp_name",
+    "remove_stale_temps",
     "sha256_file",
     "write_bytes_atomic",
     "write_temp",
@@ -31,7 +36,44 @@ __all__ = [
 TEMP_PREFIX = ".tmp-"
 """Prefix of temporary files; anything so named may be left over from a crash."""
 
+STALE_TEMP_SECONDS = 3600.0
+"""Age after which a temporary file is taken for a crash's leftover and removed."""
+
 _CHUNK = 1 << 20
+_FOREIGN_TEMP = re.compile(r"^\.tmp[A-Za-z0-9]{6}$")  # safetensors' own (Rust tempfile)
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is a temporary file of ours or one safetensors writes itself."""
+    return name.startswith(TEMP_PREFIX) or bool(_FOREIGN_TEMP.match(name))
+
+
+def remove_stale_temps(
+    directory: Path, *, min_age: float = STALE_TEMP_SECONDS, keep: tuple[str, ...] = ()
+) -> list[Path]:
+    """Delete temporary files in ``directory`` older than ``min_age`` seconds.
+
+    Both our temporaries (:data:`TEMP_PREFIX`) and those safetensors writes beside its
+    target (``.tmpXXXXXX``) are collected; names starting with a prefix in ``keep`` are
+    left alone. Returns the removed paths.
+    """
+    cutoff = time.time() - min_age
+    removed: list[Path] = []
+    try:
+        candidates = sorted(directory.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for path in candidates:
+        if not is_temp_name(path.name) or (keep and path.name.startswith(keep)):
+            continue
+        try:
+            stale = path.is_file() and path.stat().st_mtime < cutoff
+        except FileNotFoundError:  # removed meanwhile by another process
+            continue
+        if stale:
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -127,21 +169,38 @@ def write_temp(
 
 
 @contextlib.contextmanager
-def directory_lock(directory: Path, name: str = ".lock") -> Iterator[bool]:
-    """Hold an exclusive advisory lock on ``directory/name`` (POSIX ``flock``).
+def directory_lock(directory: Path, name: str = ".lock", *, shared: bool = False) -> Iterator[bool]:
+    """Hold an advisory lock on ``directory/name`` (POSIX ``flock``): exclusive for writers,
+    ``shared`` for readers, who then never see a writer's half-finished change.
 
-    Yields whether the lock is held: ``False`` where ``fcntl`` is missing (Windows), so
-    callers skip what is only safe under the lock.
+    Yields whether the lock is held: ``False`` where ``fcntl`` is missing (Windows) or, for
+    a shared lock, where the lock file cannot be opened (a read-only directory), so callers
+    skip what is only safe under the lock.
     """
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield False
         return
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / name, os.O_RDWR | os.O_CREAT, 0o644)
+    path = directory / name
+    if shared:
+        try:
+            fd = _open_lock_file(path)
+        except OSError:  # read-only directory or medium: nobody can be writing there
+            yield False
+            return
+    else:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
         yield True
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _open_lock_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

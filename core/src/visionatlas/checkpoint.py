@@ -27,7 +27,7 @@ import numbers
 import os
 import platform
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +37,7 @@ from visionatlas._files import (
     WrittenFile,
     directory_lock,
     fsync_directory,
+    remove_stale_temps,
     sha256_file,
     write_bytes_atomic,
     write_temp,
@@ -62,6 +63,7 @@ __all__ = [
     "FORMAT_VERSION",
     "MANIFEST_NAME",
     "Checkpoint",
+    "CheckpointBusyError",
     "CheckpointError",
     "CorruptCheckpointError",
     "load_checkpoint",
@@ -87,6 +89,13 @@ class CheckpointError(VisionAtlasError, ValueError):
 
 class CorruptCheckpointError(CheckpointError):
     """A checkpoint file is truncated or was modified after saving (checksum mismatch)."""
+
+
+class CheckpointBusyError(CheckpointError):
+    """Saves replaced the checkpoint while it was being read, every time it was tried.
+
+    Only where the directory cannot be locked (a read-only directory, Windows); retryable.
+    """
 
 
 @dataclass(frozen=True)
@@ -203,6 +212,7 @@ def _save(
             stray = _DATA_FILE.match(leftover.name) and leftover.name not in placed
             if stray or leftover.name.startswith(TEMP_PREFIX):
                 leftover.unlink(missing_ok=True)
+    remove_stale_temps(directory)  # safetensors' own temporaries, by age
     fsync_directory(directory)
 
 
@@ -355,12 +365,13 @@ def _verify_file(directory: Path, record: Any, role: str) -> Path:
             f"{manifest_file} has a malformed {role} file entry", path=manifest_file
         )
     file = directory / record["name"]
-    if not file.is_file():
+    try:
+        size = file.stat().st_size
+        digest = sha256_file(file)
+    except FileNotFoundError:
         raise CorruptCheckpointError(
             f"checkpoint file {file} is missing (listed in {MANIFEST_NAME})", path=file
-        )
-    size = file.stat().st_size
-    digest = sha256_file(file)
+        ) from None
     if size != record.get("size") or digest != record.get("sha256"):
         raise CorruptCheckpointError(
             f"checkpoint file {file} is corrupt: expected {record.get('size')} bytes with "
@@ -398,10 +409,13 @@ def _summary(directory: Path, manifest: dict[str, Any], model: nn.Module | None)
 def read_checkpoint(path: str | os.PathLike[str]) -> Checkpoint:
     """Read and verify a checkpoint's manifest and files, without loading any tensor."""
     directory = _checkpoint_dir(path)
-    manifest = _read_manifest(directory)
-    for role, record in (manifest.get("files") or {}).items():
-        _verify_file(directory, record, role)
-    return _summary(directory, manifest, None)
+
+    def read(manifest: dict[str, Any]) -> Checkpoint:
+        for role, record in (manifest.get("files") or {}).items():
+            _verify_file(directory, record, role)
+        return _summary(directory, manifest, None)
+
+    return _consistent(directory, read)
 
 
 def load_checkpoint(
@@ -418,17 +432,50 @@ def load_checkpoint(
     Weights go into ``model``; without one, the model is rebuilt through the catalog from
     the stored build info. ``optimizer`` and ``scheduler``, when given, get their stored
     state. Every file's checksum is verified first: a truncated or modified file raises
-    :class:`CorruptCheckpointError` naming it. Returns the epoch, metrics and the model.
+    :class:`CorruptCheckpointError` naming it. A load racing a save in another process
+    gets the checkpoint as it was before that save or after it, never a mixture. Returns
+    the epoch, metrics and the model.
     """
     directory = _checkpoint_dir(path)
-    for attempt in range(2):  # a concurrent save may replace the files while we read
-        manifest = _read_manifest(directory)
-        try:
-            return _load(directory, manifest, model, optimizer, scheduler, map_location, strict)
-        except CorruptCheckpointError:
-            if attempt or manifest == _read_manifest(directory):
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    return _consistent(
+        directory,
+        lambda manifest: _load(
+            directory, manifest, model, optimizer, scheduler, map_location, strict
+        ),
+    )
+
+
+_READ_ATTEMPTS = 5
+
+
+def _consistent(directory: Path, read: Callable[[dict[str, Any]], Checkpoint]) -> Checkpoint:
+    """Run ``read`` on the current manifest with no save able to replace it meanwhile.
+
+    Readers hold the directory's lock shared (savers hold it exclusively). Where it cannot
+    be taken, a read that finds files missing or changed while the manifest was replaced
+    is retried, then :class:`CheckpointBusyError` is raised.
+    """
+    with directory_lock(directory, LOCK_NAME, shared=True) as locked:
+        if locked:
+            return read(_read_manifest(directory))
+        for _ in range(_READ_ATTEMPTS):
+            before = _manifest_stamp(directory)
+            try:
+                return read(_read_manifest(directory))
+            except CheckpointError:  # a file missing, or gone while safetensors opened it
+                if _manifest_stamp(directory) == before:  # no save meanwhile: a real error
+                    raise
+    raise CheckpointBusyError(
+        f"checkpoint {directory} was replaced by other saves while it was read, "
+        f"{_READ_ATTEMPTS} times in a row; try again when the saving process pauses",
+        path=directory,
+    )
+
+
+def _manifest_stamp(directory: Path) -> tuple[int, int, int]:
+    """Changes whenever a save commits (the manifest is replaced by another file)."""
+    stat = (directory / MANIFEST_NAME).stat()
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _load(
@@ -464,11 +511,16 @@ def _load(
         safetensors.torch.load_model(
             model, str(model_file), strict=strict, device=str(map_location)
         )
+        tensors = safetensors.torch.load_file(str(state_file)) if state_file else {}
+    except FileNotFoundError as err:
+        raise CorruptCheckpointError(
+            f"checkpoint file {err.filename or model_file} disappeared while loading",
+            path=model_file,
+        ) from err
     except RuntimeError as err:
         raise CheckpointError(
             f"the weights in {model_file} do not fit the model: {err}", path=model_file
         ) from err
-    tensors = safetensors.torch.load_file(str(state_file)) if state_file else {}
     for key, target in (("optimizer", optimizer), ("scheduler", scheduler)):
         if target is None:
             continue

@@ -128,6 +128,10 @@ def without_pretrained(config: Any) -> Any:
     if isinstance(config, Mapping):
         cleaned: dict[str, Any] = {}
         for key, value in config.items():
+            if key == "pretrained" and not isinstance(value, (bool, type(None))):
+                raise ValueError(  # never let a coercible string reach a builder
+                    f"stored config field 'pretrained' is {value!r}; expected true or false"
+                )
             if isinstance(value, bool) and (key == "pretrained" or key.startswith("pretrained_")):
                 cleaned[key] = False
             elif key == "weights_path":

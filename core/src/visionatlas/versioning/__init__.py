@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 from visionatlas.versioning.errors import (
+    DamagedEntry,
+    DamagedEntryError,
     InvalidVersionError,
     RegistryError,
+    RegistryLockedError,
+    RegistryWarning,
     UnknownModelError,
     UnknownVersionError,
     VersionExistsError,
@@ -19,10 +23,14 @@ from visionatlas.versioning.store import (
 
 __all__ = [
     "REGISTRY_ENV",
+    "DamagedEntry",
+    "DamagedEntryError",
     "InvalidVersionError",
     "ModelEntry",
     "ModelRegistry",
     "RegistryError",
+    "RegistryLockedError",
+    "RegistryWarning",
     "UnknownModelError",
     "UnknownVersionError",
     "VersionExistsError",

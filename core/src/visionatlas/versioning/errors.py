@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from visionatlas.errors import UnknownNameError, VisionAtlasError
 
 __all__ = [
+    "DamagedEntry",
+    "DamagedEntryError",
     "InvalidVersionError",
     "RegistryError",
+    "RegistryLockedError",
+    "RegistryWarning",
     "UnknownModelError",
     "UnknownVersionError",
     "VersionExistsError",
@@ -17,6 +22,39 @@ __all__ = [
 
 class RegistryError(VisionAtlasError, RuntimeError):
     """The model registry cannot do what was asked (corrupt weights, unbuildable model...)."""
+
+
+class RegistryLockedError(RegistryError):
+    """Another process held the registry's write lock for longer than the timeout."""
+
+
+class RegistryWarning(UserWarning):
+    """Something in the registry needs attention but did not stop the operation."""
+
+
+@dataclass(frozen=True)
+class DamagedEntry:
+    """An index row that cannot be trusted: which entry, which field, and what is wrong."""
+
+    name: str
+    version: str
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return (
+            f"registry entry {self.name!r} version {self.version} is damaged: {self.field} "
+            f"{self.reason}; delete it (visionatlas registry delete {self.name} "
+            f"{self.version}) and register it again"
+        )
+
+
+class DamagedEntryError(RegistryError):
+    """A registry entry's index row was edited or damaged; nothing was read from disk."""
+
+    def __init__(self, damage: DamagedEntry) -> None:
+        self.damage = damage
+        super().__init__(str(damage))
 
 
 class InvalidVersionError(VisionAtlasError, ValueError):

@@ -11,9 +11,12 @@ Layout of a registry directory::
 Every change runs in an ``IMMEDIATE`` transaction, so concurrent processes serialize on
 SQLite's write lock (waiting up to ``timeout`` seconds) and none loses an entry. A weight
 file is written and fsynced outside the lock, then moved into ``weights/`` inside the
-transaction that inserts its row; a file is removed only inside the transaction that
-drops its last row. Readers see consistent snapshots (WAL) and verify the checksum of
-every weight file they load. WAL needs a local filesystem (not NFS).
+transaction that inserts its row. A file leaves ``weights/`` only after the commit that
+dropped its last row, under the write lock: a process killed at any step leaves every
+entry loadable, at worst with an unused file that :meth:`ModelRegistry.collect_garbage`
+removes. Readers see consistent snapshots (WAL), open the index read-only, validate every
+value read back before it touches the file system, and verify the checksum of every
+weight file they load. WAL needs a local filesystem (not NFS).
 """
 
 from __future__ import annotations
@@ -24,15 +27,22 @@ import datetime as _dt
 import fnmatch
 import json
 import os
-import re
 import sqlite3
 import time
-import uuid
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from visionatlas._files import TEMP_PREFIX, WrittenFile, fsync_directory, sha256_file, write_temp
+from visionatlas._files import (
+    STALE_TEMP_SECONDS,
+    TEMP_PREFIX,
+    WrittenFile,
+    fsync_directory,
+    remove_stale_temps,
+    sha256_file,
+    write_temp,
+)
 from visionatlas.catalog import BuildInfo, Catalog, get_catalog
 from visionatlas.errors import VisionAtlasError
 from visionatlas.rebuild import (
@@ -43,11 +53,17 @@ from visionatlas.rebuild import (
     requirements,
 )
 from visionatlas.versioning.errors import (
+    DamagedEntry,
+    DamagedEntryError,
+    InvalidVersionError,
     RegistryError,
+    RegistryLockedError,
+    RegistryWarning,
     UnknownModelError,
     UnknownVersionError,
     VersionExistsError,
 )
+from visionatlas.versioning.rows import SHA256, check_name, check_tags, finite_json, parse_row
 from visionatlas.versioning.semver import is_latest, latest, normalize_version, sort_versions
 
 if TYPE_CHECKING:
@@ -63,9 +79,8 @@ REGISTRY_ENV = "VISIONATLAS_REGISTRY"
 
 INDEX_NAME = "index.sqlite3"
 SCHEMA_VERSION = 1
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-_TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 _GLOB_CHARS = frozenset("*?[")
+_MOVED_ASIDE = f"{TEMP_PREFIX}trash."  # weight files moved aside by visionatlas 0.1
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS models (
@@ -145,7 +160,11 @@ class ModelEntry:
         return f"{self.name}@{self.version}"
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready, as printed by ``visionatlas registry show --json``."""
+        """JSON-ready, as printed by ``visionatlas registry show --json``.
+
+        Non-finite metric values become the strings ``"NaN"``, ``"Infinity"`` and
+        ``"-Infinity"`` (standard JSON has no such numbers).
+        """
         info = self.build_info
         return {
             "name": self.name,
@@ -158,7 +177,7 @@ class ModelEntry:
             "distribution": info.distribution,
             "plugin_version": info.version,
             "tags": list(self.tags),
-            "metrics": self.metrics,
+            "metrics": finite_json(self.metrics),
             "description": self.description,
             "num_params": self.num_params,
             "weights": {
@@ -172,24 +191,11 @@ class ModelEntry:
         }
 
 
-def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise ValueError(
-            f"invalid model name {name!r}: use 1-128 letters, digits, '_', '-' or '.', "
-            "starting with a letter or digit"
-        )
-    return name
-
-
-def _check_tags(tags: str | Iterable[str]) -> tuple[str, ...]:
-    items = [tags] if isinstance(tags, str) else list(tags)
-    for tag in items:
-        if not isinstance(tag, str) or not _TAG.match(tag):
-            raise ValueError(
-                f"invalid tag {tag!r}: use 1-64 letters, digits, '_', '-', '.' or ':', "
-                "starting with a letter or digit"
-            )
-    return tuple(dict.fromkeys(items))
+def _is_version(text: str) -> bool:
+    try:
+        return normalize_version(text) == text
+    except InvalidVersionError:
+        return False
 
 
 def _now() -> str:
@@ -232,8 +238,15 @@ class ModelRegistry:
         return self._catalog or get_catalog()
 
     # -- connection ------------------------------------------------------------------------
-    def _connect(self) -> sqlite3.Connection:
-        self.root.mkdir(parents=True, exist_ok=True)
+    def _connect(self, *, write: bool) -> sqlite3.Connection:
+        if not write:
+            return self._connect_read_only()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise RegistryError(
+                f"cannot create the registry directory {self.root}: {err.strerror or err}"
+            ) from err
         connection = sqlite3.connect(
             self.index_path, timeout=self.timeout, isolation_level=None, check_same_thread=False
         )
@@ -247,6 +260,38 @@ class ModelRegistry:
             raise
         return connection
 
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A connection that never writes: reads work on a read-only directory or medium.
+
+        A WAL index needs its ``-shm`` file; where that cannot be created (read-only
+        directory), the index is opened as immutable, which is right because nobody can
+        write to it there either.
+        """
+        uri = self.index_path.absolute().as_uri()
+        for options in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                connection = sqlite3.connect(
+                    f"{uri}?{options}",
+                    uri=True,
+                    timeout=self.timeout,
+                    isolation_level=None,
+                    check_same_thread=False,
+                )
+                connection.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
+                version = connection.execute("PRAGMA user_version").fetchone()[0]
+            except sqlite3.OperationalError as err:
+                if "unable to open" in str(err) and "immutable" not in options:
+                    continue
+                raise
+            if version > SCHEMA_VERSION:
+                connection.close()
+                raise RegistryError(
+                    f"the registry {self.index_path} has schema version {version}; this "
+                    f"visionatlas reads up to {SCHEMA_VERSION}: upgrade visionatlas"
+                )
+            return connection
+        raise AssertionError("unreachable")  # pragma: no cover
+
     def _initialize(self, connection: sqlite3.Connection) -> None:
         deadline = time.monotonic() + self.timeout
         while True:  # switching to WAL needs a moment alone with the file
@@ -255,9 +300,7 @@ class ModelRegistry:
                 break
             except sqlite3.OperationalError as err:
                 if "locked" not in str(err) or time.monotonic() > deadline:
-                    raise RegistryError(
-                        f"cannot open the registry {self.index_path}: {err}"
-                    ) from err
+                    raise
                 time.sleep(0.05)
         if str(mode).lower() != "wal":
             raise RegistryError(
@@ -291,12 +334,39 @@ class ModelRegistry:
         connection.execute("COMMIT")
 
     @contextlib.contextmanager
-    def _session(self) -> Iterator[sqlite3.Connection]:
-        connection = self._connect()
+    def _session(self, *, write: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection for one operation; SQLite's errors become :class:`RegistryError`."""
         try:
-            yield connection
-        finally:
-            connection.close()
+            connection = self._connect(write=write)
+            try:
+                yield connection
+            finally:
+                connection.close()
+        except sqlite3.Error as err:
+            raise self._sqlite_error(err, write=write) from err
+
+    def _sqlite_error(self, err: sqlite3.Error, *, write: bool) -> RegistryError:
+        text = str(err)
+        if "locked" in text or "busy" in text:
+            return RegistryLockedError(
+                f"the registry {self.root} is locked by another process (waited "
+                f"{self.timeout:g} s for it); try again, or wait longer with "
+                "ModelRegistry(timeout=...) or --timeout"
+            )
+        if "readonly" in text or "read-only" in text or (write and "unable to open" in text):
+            return RegistryError(
+                f"cannot write to the registry {self.root}: {text} (a read-only directory, "
+                "medium or file); reading works there, writing needs write permission"
+            )
+        if isinstance(err, sqlite3.DatabaseError) and (
+            "not a database" in text or "malformed" in text or "no such" in text
+        ):
+            return RegistryError(
+                f"{self.index_path} is not a visionatlas registry index or is damaged "
+                f"(SQLite: {text}); restore it from a backup, or move it away to start an "
+                "empty registry"
+            )
+        return RegistryError(f"the registry index {self.index_path} failed: {text}")
 
     # -- writing ---------------------------------------------------------------------------
     def register(
@@ -322,9 +392,9 @@ class ModelRegistry:
         registry checks that the rebuilt architecture has the model's parameter names and
         shapes. An existing version is refused unless ``overwrite=True``.
         """
-        name = _check_name(name)
+        name = check_name(name)
         version = normalize_version(version)
-        tag_list = _check_tags(tags)
+        tag_list = check_tags(tags)
         if not isinstance(description, str):
             raise TypeError(f"description must be a str, got {type(description).__name__}")
         info = self._build_info(model, config)
@@ -334,10 +404,18 @@ class ModelRegistry:
         from visionatlas.inspection import count_parameters
 
         metrics_json = json_values(metrics or {}, "metrics")  # a StateCodecError is a ValueError
-        with self._session() as connection:  # fail fast, before writing the weights
+        with self._session(write=True) as connection:  # fail fast, before writing weights
             if not overwrite and self._row(connection, name, version) is not None:
                 raise VersionExistsError(name, version)
-        written = write_temp(self.root / "tmp", lambda p: _save_weights(model, p), label="weights")
+        temp_dir = self.root / "tmp"
+        remove_stale_temps(temp_dir, min_age=STALE_TEMP_SECONDS, keep=(_MOVED_ASIDE,))
+        try:
+            written = write_temp(temp_dir, lambda p: _save_weights(model, p), label="weights")
+        except OSError as err:
+            raise RegistryError(
+                f"cannot write the weights of {name!r} {version} to {temp_dir}: "
+                f"{err.strerror or err}"
+            ) from err
         try:
             row = {
                 "name": name,
@@ -362,15 +440,17 @@ class ModelRegistry:
     def _insert(
         self, row: dict[str, Any], tags: tuple[str, ...], written: WrittenFile, *, overwrite: bool
     ) -> None:
-        name, version = row["name"], row["version"]
-        target = self._weights_file(row["weights_sha256"])
-        with self._session() as connection:
+        name, version, sha256 = row["name"], row["version"], row["weights_sha256"]
+        target = self._weights_file(sha256)
+        replaced: str | None = None
+        with self._session(write=True) as connection:
             try:
-                with _Trash() as trash, self._transaction(connection):
+                with self._transaction(connection):
                     old = self._row(connection, name, version)
                     if old is not None and not overwrite:
                         raise VersionExistsError(name, version)
                     if old is not None:
+                        replaced = old["weights_sha256"]
                         connection.execute(
                             "DELETE FROM models WHERE name = ? AND version = ?", (name, version)
                         )
@@ -390,32 +470,38 @@ class ModelRegistry:
                         "INSERT INTO tags (name, version, tag) VALUES (?, ?, ?)",
                         [(name, version, tag) for tag in tags],
                     )
-                    if old is not None and old["weights_sha256"] != row["weights_sha256"]:
-                        self._release(connection, old["weights_sha256"], trash)
             except BaseException as err:
-                self._collect(row["weights_sha256"])
+                self._release_unused([sha256])  # the file placed for a row never committed
                 if isinstance(err, sqlite3.IntegrityError):
                     raise VersionExistsError(name, version) from err
                 raise
+        if replaced is not None and replaced != sha256:
+            self._release_unused([replaced])
 
     def delete(self, name: str, version: str) -> None:
-        """Remove one version (its weight file too, unless another entry shares it)."""
-        entry = self.get(name, version)
-        with _Trash() as trash, self._session() as connection, self._transaction(connection):
-            if self._row(connection, entry.name, entry.version) is None:
-                raise UnknownVersionError(entry.name, entry.version, self.versions(name))
+        """Remove one version (its weight file too, unless another entry shares it).
+
+        A damaged entry (see :meth:`problems`) can be deleted too.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        version = version if is_latest(version) else normalize_version(version)
+        with self._session(write=True) as connection, self._transaction(connection):
+            found = self._resolve(connection, name, version)
+            sha256 = found["weights_sha256"]
             connection.execute(
-                "DELETE FROM models WHERE name = ? AND version = ?", (entry.name, entry.version)
+                "DELETE FROM models WHERE name = ? AND version = ?", (name, found["version"])
             )
-            self._release(connection, entry.weights_sha256, trash)
+        if isinstance(sha256, str) and SHA256.match(sha256):
+            self._release_unused([sha256])
 
     def tag(self, name: str, version: str, *tags: str) -> ModelEntry:
         """Add tags to a version."""
-        return self._edit_tags(name, version, _check_tags(tags), add=True)
+        return self._edit_tags(name, version, check_tags(tags), add=True)
 
     def untag(self, name: str, version: str, *tags: str) -> ModelEntry:
         """Remove tags from a version."""
-        return self._edit_tags(name, version, _check_tags(tags), add=False)
+        return self._edit_tags(name, version, check_tags(tags), add=False)
 
     def _edit_tags(
         self, name: str, version: str, tags: tuple[str, ...], *, add: bool
@@ -426,55 +512,88 @@ class ModelRegistry:
             if add
             else "DELETE FROM tags WHERE name = ? AND version = ? AND tag = ?"
         )
-        with self._session() as connection, self._transaction(connection):
+        with self._session(write=True) as connection, self._transaction(connection):
             if self._row(connection, entry.name, entry.version) is None:
                 raise UnknownVersionError(entry.name, entry.version, self.versions(name))
             connection.executemany(sql, [(entry.name, entry.version, t) for t in tags])
         return self.get(entry.name, entry.version)
 
-    def _release(self, connection: sqlite3.Connection, sha256: str, trash: _Trash) -> None:
-        """Inside a write transaction: move a weight file no row uses any more to the trash.
+    def _release_unused(self, digests: Iterable[str]) -> None:
+        """Delete the weight files of ``digests`` that no committed row uses.
 
-        The file is deleted after the commit, or put back if the transaction rolls back.
+        Runs after the commit that dropped the last reference, under the write lock (so no
+        writer can start using a file between the check and the deletion). A kill before
+        it leaves an unused file in ``weights/``, which :meth:`collect_garbage` removes;
+        a weight file never leaves ``weights/`` while a row names it.
         """
-        used = connection.execute(
-            "SELECT 1 FROM models WHERE weights_sha256 = ? LIMIT 1", (sha256,)
-        ).fetchone()
-        source = self._weights_file(sha256)
-        if used is None and source.exists():
-            unique = uuid.uuid4().hex[:12]
-            trash.move(source, self.root / "tmp" / f"{TEMP_PREFIX}trash.{sha256}.{unique}")
+        with self._session(write=True) as connection, self._transaction(connection):
+            for sha256 in digests:
+                used = connection.execute(
+                    "SELECT 1 FROM models WHERE weights_sha256 = ? LIMIT 1", (sha256,)
+                ).fetchone()
+                if used is None:
+                    self._weights_file(sha256).unlink(missing_ok=True)
+            if self.weights_dir.is_dir():
+                fsync_directory(self.weights_dir)
 
-    def _collect(self, sha256: str) -> None:
-        """Remove a weight file that no row references (after a failed insert)."""
-        with _Trash() as trash, self._session() as connection, self._transaction(connection):
-            self._release(connection, sha256, trash)
-
-    def collect_garbage(self, *, min_age: float = 3600.0) -> list[Path]:
+    def collect_garbage(self, *, min_age: float = STALE_TEMP_SECONDS) -> list[Path]:
         """Remove files no entry uses: orphaned weights and stale temporary files.
 
-        Orphans are left by a process that died between moving its weights into place and
-        committing. Temporary files younger than ``min_age`` seconds may belong to a
-        registration in progress and are kept. Returns the removed paths.
+        Orphans are left by a process killed between moving its weights into place and
+        committing, or between a commit that dropped an entry and the deletion of its
+        file. Files in ``tmp/`` (ours and safetensors' own) younger than ``min_age``
+        seconds may belong to a registration in progress and are kept. A weight file that
+        an entry still needs and that an older visionatlas moved aside to ``tmp/`` is put
+        back instead. Returns the removed paths.
         """
         removed: list[Path] = []
         if not self.index_path.exists():
             return removed
-        cutoff = time.time() - min_age
-        with _Trash() as trash, self._session() as connection, self._transaction(connection):
+        with self._session(write=True) as connection, self._transaction(connection):
             used = {row[0] for row in connection.execute("SELECT weights_sha256 FROM models")}
+            self._restore_moved_aside(used)
             for path in sorted(self.weights_dir.glob("*.safetensors")):
                 if path.stem not in used:
-                    trash.move(path, self.root / "tmp" / f"{TEMP_PREFIX}trash.{uuid.uuid4().hex}")
-                    removed.append(path)
-            for path in sorted((self.root / "tmp").glob(f"{TEMP_PREFIX}*")):
-                if path.stat().st_mtime < cutoff and not trash.holds(path):
                     path.unlink(missing_ok=True)
                     removed.append(path)
+            removed += remove_stale_temps(self.root / "tmp", min_age=min_age)
         return removed
+
+    def _restore_moved_aside(self, used: Iterable[str]) -> list[Path]:
+        """Put back weight files that a killed process moved to ``tmp/`` before committing.
+
+        Registries written by visionatlas 0.1 moved a replaced file aside before the
+        commit; a kill in between left the index naming a file in ``tmp/``. Only a file
+        whose content still matches the digest is restored.
+        """
+        restored: list[Path] = []
+        for sha256 in used:
+            target = self._weights_file(sha256) if SHA256.match(str(sha256)) else None
+            if target is None or target.exists():
+                continue
+            for candidate in sorted((self.root / "tmp").glob(f"{_MOVED_ASIDE}{sha256}.*")):
+                if sha256_file(candidate) == sha256:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    os.replace(candidate, target)
+                    fsync_directory(target.parent)
+                    restored.append(target)
+                    break
+        return restored
+
+    def _try_restore(self, sha256: str) -> None:
+        """Put back a weight file moved aside by a killed 0.1 writer, if there is one."""
+        if not any((self.root / "tmp").glob(f"{_MOVED_ASIDE}{sha256}.*")):
+            return
+        try:
+            with self._session(write=True) as connection, self._transaction(connection):
+                self._restore_moved_aside([sha256])
+        except RegistryError:  # a read-only registry cannot be repaired
+            return
 
     # -- reading ---------------------------------------------------------------------------
     def _weights_file(self, sha256: str) -> Path:
+        if not SHA256.match(sha256):  # it names a file: never a path of any other shape
+            raise RegistryError(f"{sha256!r} is not a SHA-256 hex digest")
         return self.weights_dir / f"{sha256}.safetensors"
 
     @staticmethod
@@ -485,9 +604,28 @@ class ModelRegistry:
         ).fetchone()
         return row
 
-    def _entries(self, where: str = "", params: Iterable[Any] = ()) -> list[ModelEntry]:
+    def _resolve(self, connection: sqlite3.Connection, name: str, version: str) -> sqlite3.Row:
+        """The row of ``name`` at ``version`` (or ``"latest"``), read without parsing it."""
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute(
+            "SELECT version, weights_sha256 FROM models WHERE name = ?", (name,)
+        ).fetchall()
+        if not rows:
+            names = [r[0] for r in connection.execute("SELECT DISTINCT name FROM models")]
+            raise UnknownModelError(name, [str(n) for n in names])
+        by_version = {str(r["version"]): r for r in rows}
+        valid = [v for v in by_version if _is_version(v)]
+        wanted = latest(valid) if is_latest(version) else version
+        if wanted not in by_version:
+            raise UnknownVersionError(name, str(wanted), sort_versions(valid))
+        return by_version[wanted]
+
+    def _read(
+        self, where: str = "", params: Iterable[Any] = ()
+    ) -> tuple[list[ModelEntry], list[DamagedEntry]]:
+        """The entries of the rows selected by ``where``, and the rows that are damaged."""
         if not self.index_path.exists():
-            return []
+            return [], []
         with self._session() as connection:
             connection.row_factory = sqlite3.Row
             connection.execute("BEGIN")  # one snapshot for models and tags
@@ -495,35 +633,39 @@ class ModelRegistry:
                 rows = connection.execute(
                     f"SELECT * FROM models {where} ORDER BY seq", list(params)
                 ).fetchall()
-                tags: dict[tuple[str, str], list[str]] = {}
+                tags: dict[tuple[object, object], list[object]] = {}
                 for name, version, tag in connection.execute(
                     "SELECT name, version, tag FROM tags ORDER BY tag"
                 ):
                     tags.setdefault((name, version), []).append(tag)
             finally:
                 connection.execute("COMMIT")
-        return [
-            self._entry(row, tuple(tags.get((row["name"], row["version"]), ()))) for row in rows
-        ]
+        entries: list[ModelEntry] = []
+        damaged: list[DamagedEntry] = []
+        for row in rows:
+            try:
+                fields = parse_row(row, tags.get((row["name"], row["version"]), ()))
+            except DamagedEntryError as err:
+                damaged.append(err.damage)
+                continue
+            weights = self._weights_file(fields["weights_sha256"])
+            entries.append(ModelEntry(**fields, weights_path=weights))
+        return entries, damaged
 
-    def _entry(self, row: sqlite3.Row, tags: tuple[str, ...]) -> ModelEntry:
-        from visionatlas._statecodec import decode_state
+    def _entries(self, where: str = "", params: Iterable[Any] = ()) -> list[ModelEntry]:
+        """The sound entries; a damaged row is skipped with a :class:`RegistryWarning`."""
+        entries, damaged = self._read(where, params)
+        for damage in damaged:
+            warnings.warn(f"skipped {damage}", RegistryWarning, stacklevel=3)
+        return entries
 
-        return ModelEntry(
-            name=row["name"],
-            version=row["version"],
-            build_info=build_info_from_dict(json.loads(row["build_info"])),
-            tags=tags,
-            metrics=decode_state(json.loads(row["metrics"]), {}),
-            description=row["description"],
-            num_params=row["num_params"],
-            weights_sha256=row["weights_sha256"],
-            weights_size=row["weights_size"],
-            weights_path=self._weights_file(row["weights_sha256"]),
-            created_at=row["created_at"],
-            versions=json.loads(row["versions"]),
-            requires=tuple(Requirement.from_dict(r) for r in json.loads(row["requires"])),
-        )
+    def problems(self) -> list[DamagedEntry]:
+        """The entries whose index row is damaged (edited or corrupted), with the reason.
+
+        :meth:`list` and :meth:`search` skip them (with a :class:`RegistryWarning`),
+        :meth:`get` and :meth:`load` refuse them, :meth:`delete` removes them.
+        """
+        return self._read()[1]
 
     def names(self) -> list[str]:
         """Registered model names, sorted."""
@@ -552,7 +694,7 @@ class ModelRegistry:
         ``pattern`` is a case-insensitive glob; without wildcards it matches as a substring
         (``resnet`` means ``*resnet*``). ``name`` selects one exact name.
         """
-        wanted = set(_check_tags(tags))
+        wanted = set(check_tags(tags))
         glob = None
         if pattern is not None:
             glob = pattern if _GLOB_CHARS & set(pattern) else f"*{pattern}*"
@@ -573,17 +715,26 @@ class ModelRegistry:
         return ordered
 
     def get(self, name: str, version: str = "latest") -> ModelEntry:
-        """The entry of ``name`` at ``version`` (``"latest"``: the highest version)."""
-        entries = self._entries("WHERE name = ?", (name,))
-        if not entries:
+        """The entry of ``name`` at ``version`` (``"latest"``: the highest version).
+
+        A damaged entry raises :class:`DamagedEntryError`; ``"latest"`` never falls back
+        to a lower version because the highest one is damaged.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"name must be a str, got {type(name).__name__}")
+        entries, damaged = self._read("WHERE name = ?", (name,))
+        if not entries and not damaged:
             raise UnknownModelError(name, self.names())
         by_version = {e.version: e for e in entries}  # registration order: ties go to the last
+        broken = {d.version: d for d in damaged}
         if is_latest(version):
-            best = latest(by_version)
-            if best is None:  # pragma: no cover - entries is not empty
-                raise UnknownModelError(name, self.names())
+            best = latest(v for v in [*by_version, *broken] if _is_version(v))
+            if best is None or best in broken:
+                raise DamagedEntryError(broken[best] if best is not None else damaged[0])
             return by_version[best]
         wanted = normalize_version(version)
+        if wanted in broken and wanted not in by_version:
+            raise DamagedEntryError(broken[wanted])
         if wanted not in by_version:
             raise UnknownVersionError(name, wanted, sort_versions(by_version))
         return by_version[wanted]
@@ -592,6 +743,8 @@ class ModelRegistry:
         """Check that the weight file exists and matches its size and SHA-256."""
         entry = self.get(name, version)
         path = entry.weights_path
+        if not path.is_file():
+            self._try_restore(entry.weights_sha256)
         if not path.is_file():
             raise RegistryError(
                 f"the weight file of {entry.ref} is missing: {path} (deleted outside the registry?)"
@@ -622,12 +775,19 @@ class ModelRegistry:
         import safetensors.torch
 
         entry = self.verify(name, version) if verify else self.get(name, version)
-        model = rebuild_model(
-            entry.build_info,
-            needs=entry.requires,
-            catalog=self.catalog,
-            what=f"registered model {entry.ref}",
-        )
+        try:
+            model = rebuild_model(
+                entry.build_info,
+                needs=entry.requires,
+                catalog=self.catalog,
+                what=f"registered model {entry.ref}",
+            )
+        except ValueError as err:
+            if isinstance(err, VisionAtlasError):
+                raise
+            raise DamagedEntryError(
+                DamagedEntry(entry.name, entry.version, "build_info", f"is invalid: {err}")
+            ) from err
         try:
             safetensors.torch.load_model(model, str(entry.weights_path), strict=True)
         except (RuntimeError, OSError) as err:
@@ -718,32 +878,3 @@ def _library_versions(info: BuildInfo) -> dict[str, str]:
     if info.distribution and info.version:
         versions[info.distribution] = info.version
     return versions
-
-
-class _Trash:
-    """Files moved aside inside a transaction: deleted on success, put back on failure.
-
-    Enter it before the transaction so that it exits after the COMMIT or ROLLBACK.
-    """
-
-    def __init__(self) -> None:
-        self._moved: list[tuple[Path, Path]] = []
-
-    def holds(self, path: Path) -> bool:
-        return any(trash == path for _, trash in self._moved)
-
-    def move(self, source: Path, trash: Path) -> None:
-        trash.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(source, trash)
-        self._moved.append((source, trash))
-
-    def __enter__(self) -> _Trash:
-        return self
-
-    def __exit__(self, kind: object, error: object, traceback: object) -> None:
-        for source, trash in self._moved:
-            with contextlib.suppress(FileNotFoundError):
-                if kind is None:
-                    trash.unlink()
-                else:
-                    os.replace(trash, source)
