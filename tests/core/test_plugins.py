@@ -5,9 +5,13 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as metadata
 import json
+import logging
+import math
 import os
+import re
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 from typing import Any
@@ -31,15 +35,22 @@ from visionatlas import (
     use_catalog,
 )
 from visionatlas._lazy import LazyCall
+from visionatlas._plugins import DEFAULT_SLOW_HOOK_SECONDS, SLOW_HOOK_ENV, slow_hook_seconds
+from visionatlas.testing import check_plugin
 
 FIXTURE_PLUGINS = {
     "broken-import",
     "duplicate",
+    "exiting-hook",
+    "exiting-import",
     "incompatible",
     "malformed",
     "raising-hook",
+    "slow",
     "toy",
 }
+SLOW_SLEEP_SECONDS = 0.05
+"""How long the ``slow`` fixture plugin's task hook sleeps."""
 TOY_REF = PluginRef(name="toy", distribution="visionatlas-toy", version="1.0.0")
 TOY_BACKBONE_PARAMS = 25_688
 CLASSIFICATION_VERSION = metadata.version("visionatlas-classification")
@@ -177,6 +188,112 @@ def test_raising_hook_is_rolled_back_and_other_hooks_register(
     assert report.registered["architecture"] == ["raising_task/raising_survivor"]
     assert third_party_catalog.list_architectures("raising_task") == ["raising_survivor"]
     _rest_still_works(third_party_catalog)
+
+
+def test_sys_exit_at_import_is_reported_and_isolated(third_party_catalog: Catalog) -> None:
+    report = _reports(third_party_catalog)["exiting-import"]
+    assert (report.status, report.distribution, report.version) == (
+        "failed", "visionatlas-exiting", "1.0.0",
+    )  # fmt: skip
+    assert [(p.kind, p.phase) for p in report.problems] == [("import-error", "import")]
+    assert "SystemExit: the plugin called sys.exit(3)" in report.problems[0].message
+    assert report.registered == {}
+    _rest_still_works(third_party_catalog)
+
+
+def test_sys_exit_in_a_hook_is_rolled_back_like_an_exception(
+    third_party_catalog: Catalog,
+) -> None:
+    report = _reports(third_party_catalog)["exiting-hook"]
+    assert report.status == "problems"
+    assert [(p.kind, p.phase) for p in report.problems] == [
+        ("hook-error", "visionatlas_register_backbones")
+    ]
+    message = report.problems[0].message
+    assert "SystemExit: the plugin called sys.exit()" in message
+    assert "exiting_partial" in message  # says what was dropped
+    assert "exiting_partial" not in third_party_catalog.list_backbones()
+    assert report.registered == {
+        "task": ["exiting_task"], "architecture": ["exiting_task/exiting_survivor"],
+    }  # fmt: skip
+    _rest_still_works(third_party_catalog)
+
+
+def test_sys_exit_in_a_builder_module_is_a_plugin_error(fixture_plugins_on_path: Path) -> None:
+    class ExitsOnBuild:
+        @hookimpl
+        def visionatlas_register_architectures(self, registry: Registrar) -> None:
+            registry.add_architecture(
+                ArchitectureSpec(
+                    task="classification",
+                    name="exits_on_build",
+                    builder="visionatlas_exiting.at_import:build",
+                )
+            )
+
+    catalog = Catalog(entry_points=False, plugins=[classification_plugin, ExitsOnBuild()])
+    with pytest.raises(PluginError, match=r"SystemExit: the plugin called sys\.exit\(3\)"):
+        catalog.create_model("classification", "exits_on_build")
+
+
+def _slow_problems(report: va.PluginReport) -> list[va.Problem]:
+    return [p for p in report.problems if p.kind == "slow-hook"]
+
+
+def test_a_slow_hook_is_named_with_its_time_as_a_warning(
+    fixture_plugins_on_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(SLOW_HOOK_ENV, "0.02")  # the hook sleeps 0.05 s
+    catalog = Catalog()
+    report = _reports(catalog)["slow"]
+    (problem,) = _slow_problems(report)
+    assert (problem.phase, problem.severity) == ("visionatlas_register_tasks", "warning")
+    took = re.search(r"the hook took (\d+\.\d+) s, over the 0\.02 s limit", problem.message)
+    assert took is not None, problem.message
+    assert float(took.group(1)) >= SLOW_SLEEP_SECONDS - 0.005  # printed with 2 decimals
+    assert SLOW_HOOK_ENV in problem.message
+    # a warning, not a failure: the plugin works and passes the plugin check
+    assert report.status == "ok"
+    assert report.errors == []
+    assert "slow_task" in catalog.list_tasks()
+    assert check_plugin("slow", catalog=catalog) is report
+    assert report.as_dict()["problems"][0]["severity"] == "warning"
+
+
+def test_hooks_under_the_limit_are_not_reported(third_party_catalog: Catalog) -> None:
+    assert slow_hook_seconds() == DEFAULT_SLOW_HOOK_SECONDS == 2.0
+    report = _reports(third_party_catalog)["slow"]
+    assert (report.status, report.problems) == ("ok", [])
+
+
+def test_a_slow_programmatic_plugin_still_registers(
+    classification_only: Catalog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Slow:
+        @hookimpl
+        def visionatlas_register_architectures(self, registry: Registrar) -> None:
+            time.sleep(SLOW_SLEEP_SECONDS)
+            registry.add_architecture(
+                ArchitectureSpec(task="classification", name="slow_net", builder=_tiny_builder)
+            )
+
+    monkeypatch.setenv(SLOW_HOOK_ENV, "0.02")
+    report = va.register_plugin(Slow(), name="slow-object")  # raises on errors only
+    assert report.status == "ok"
+    assert [p.phase for p in _slow_problems(report)] == ["visionatlas_register_architectures"]
+    assert "slow_net" in va.list_architectures("classification")
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-1", "nan", ""])
+def test_the_slow_hook_limit_falls_back_to_the_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, value: str
+) -> None:
+    monkeypatch.setenv(SLOW_HOOK_ENV, value)
+    with caplog.at_level(logging.WARNING, logger="visionatlas"):
+        assert slow_hook_seconds() == DEFAULT_SLOW_HOOK_SECONDS
+    assert (SLOW_HOOK_ENV in caplog.text) == bool(value)
+    monkeypatch.setenv(SLOW_HOOK_ENV, "inf")  # turns the warning off
+    assert math.isinf(slow_hook_seconds())
 
 
 def test_duplicates_never_overwrite_and_name_both_providers(
@@ -508,3 +625,32 @@ def test_listing_plugins_imports_no_torch(fixture_plugins_dir: Path) -> None:
     assert data["reports"]["builtin-backbones"] == "ok"
     assert {"toy_counting/toy_counter", "classification/toy_cnn"} <= set(data["archs"])
     assert data["meta"]["distribution"] == "visionatlas-toy"
+
+
+def test_plugins_command_survives_sys_exit_and_names_slow_hooks(fixture_plugins_dir: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONATLAS_")}
+    env["PYTHONPATH"] = str(fixture_plugins_dir)
+    env[SLOW_HOOK_ENV] = "0.02"
+    command = [sys.executable, "-m", "visionatlas", "plugins"]
+    result = subprocess.run(
+        [*command, "--json"], capture_output=True, text=True, env=env, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    reports = {r["name"]: r for r in json.loads(result.stdout)}
+    assert reports["exiting-import"]["status"] == "failed"
+    assert "sys.exit(3)" in reports["exiting-import"]["problems"][0]["message"]
+    assert reports["exiting-hook"]["status"] == "problems"
+    assert reports["exiting-hook"]["registered"]["task"] == ["exiting_task"]
+    (slow,) = [p for p in reports["slow"]["problems"] if p["kind"] == "slow-hook"]
+    assert (reports["slow"]["status"], slow["severity"]) == ("ok", "warning")
+    assert reports["toy"]["status"] == "ok"
+    result = subprocess.run(
+        command, capture_output=True, text=True, env=env, check=False, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert any(
+        line.startswith("  slow: [slow-hook during visionatlas_register_tasks] the hook took ")
+        for line in lines
+    ), result.stdout
+    assert any("exiting-import: [import-error during import] SystemExit" in x for x in lines)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime
 import pytest
 import torch
@@ -207,6 +210,93 @@ def test_export_weights_from_the_registry_and_a_checkpoint(
     assert data["dynamic_batch"] is False
 
 
+def _visionatlas(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run the ``visionatlas`` command in a fresh process (no VISIONATLAS_* variables)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VISIONATLAS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "visionatlas", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
+
+
+def _unwritable_directory(tmp_path: Path) -> Path | None:
+    """A directory this process cannot create files in, if there is one."""
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    for candidate in (locked, Path("/sys")):  # root writes to any mode; not to sysfs
+        try:
+            with tempfile.TemporaryFile(dir=candidate):
+                pass
+        except OSError:
+            return candidate
+    return None
+
+
+@pytest.mark.parametrize("opset", ["1", "999"])
+def test_export_refuses_an_opset_the_exporter_does_not_support(tmp_path: Path, opset: str) -> None:
+    from visionatlas.export import supported_opsets
+
+    lowest, highest = supported_opsets()
+    target = tmp_path / "model.onnx"
+    result = _visionatlas(
+        "export", "classification", "resnet18", "--opset", opset, "--out", str(target)
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        f"visionatlas: error: --opset {opset} is not supported; the installed exporter "
+        f"accepts opsets {lowest} to {highest}"
+    ]
+    assert not target.exists()
+
+
+def test_export_reports_the_opset_written_to_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "model.onnx"
+    code, out, err = run(
+        capsys, "export", "classification", "mobilenet_v3_small", "--input-size", "64",
+        "--opset", "20", "--out", str(target), "--json",
+    )  # fmt: skip
+    assert code == 0, err
+    opsets = {o.domain: o.version for o in onnx.load(str(target)).opset_import}
+    assert json.loads(out)["opset"] == opsets[""] == 20
+
+
+@pytest.mark.parametrize("export_format", ["onnx", "torch-export"])
+def test_export_out_must_be_a_file_in_a_writable_directory(
+    tmp_path: Path, export_format: str
+) -> None:
+    directory = tmp_path / "exports"
+    directory.mkdir()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("not a directory\n")
+    suffix = ".onnx" if export_format == "onnx" else ".pt2"
+    cases = [
+        (directory, f"is a directory; give a file path in a directory you can write to, such "
+                    f"as {directory / ('model' + suffix)}"),
+        (a_file / f"model{suffix}", f"{a_file} is a file, not a directory; give a file path"),
+    ]  # fmt: skip
+    unwritable = _unwritable_directory(tmp_path)
+    if unwritable is not None:
+        cases.append((unwritable / f"model{suffix}", f"cannot write in {unwritable} ("))
+    for out, message in cases:
+        result = _visionatlas(
+            "export", "classification", "resnet18", "--format", export_format, "--out", str(out)
+        )
+        assert result.returncode == 2, result.stderr
+        (line,) = result.stderr.splitlines()  # one line, no traceback
+        assert line.startswith(f"visionatlas: error: --out {out}"), line
+        assert message in line
+        assert result.stdout == ""
+    assert list(directory.iterdir()) == []
+    assert a_file.read_text() == "not a directory\n"
+
+
 def test_export_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = str(tmp_path / "x.onnx")
     code, _, err = run(capsys, "export", "classification", "resnt18", "--out", target)
@@ -230,6 +320,14 @@ def test_export_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 2
     assert "unknown registered model 'ghost'" in err
     assert not Path(target).exists()
+    program = str(tmp_path / "x.pt2")
+    code, _, err = run(
+        capsys, "export", "classification", "resnet18", "--format", "torch-export",
+        "--opset", "17", "--out", program,
+    )  # fmt: skip
+    assert code == 2
+    assert "--opset applies to --format onnx only" in err
+    assert not Path(program).exists()
 
 
 def test_registry_list_as_a_process_imports_no_torch(filled: Path) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata as metadata
+import logging
+import math
 import os
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -13,19 +16,31 @@ import pluggy
 
 from visionatlas import hookspecs
 from visionatlas.errors import close_matches
-from visionatlas.registry import PluginReport, Registrar, Registry
+from visionatlas.registry import (
+    SLOW_HOOK_ENV,
+    PluginReport,
+    Registrar,
+    Registry,
+    describe_error,
+    report_if_slow,
+)
 
 __all__ = [
     "AUTOLOAD_ENV",
     "BLOCKED_ENV",
     "BUILTIN_PLUGINS",
+    "DEFAULT_SLOW_HOOK_SECONDS",
     "PHASES",
+    "SLOW_HOOK_ENV",
     "LoadedPlugins",
     "load_plugins",
+    "slow_hook_seconds",
 ]
 
 AUTOLOAD_ENV = "VISIONATLAS_DISABLE_PLUGIN_AUTOLOAD"
 BLOCKED_ENV = "VISIONATLAS_BLOCKED_PLUGINS"
+DEFAULT_SLOW_HOOK_SECONDS = 2.0
+"""A hook that runs longer is named in its plugin's report (a ``slow-hook`` warning)."""
 BUILTIN_PLUGINS: tuple[tuple[str, str], ...] = (
     ("builtin-backbones", "visionatlas.backbones.builtin"),
     ("builtin-heads", "visionatlas.heads.builtin"),
@@ -49,6 +64,26 @@ def blocked_from_env() -> set[str]:
     return {part.strip() for part in raw.replace(";", ",").split(",") if part.strip()}
 
 
+def slow_hook_seconds() -> float:
+    """The slow-hook limit: :data:`SLOW_HOOK_ENV` (seconds, > 0; ``inf`` turns it off)."""
+    raw = os.environ.get(SLOW_HOOK_ENV, "").strip()
+    if not raw:
+        return DEFAULT_SLOW_HOOK_SECONDS
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not value > 0:  # also NaN
+        logging.getLogger("visionatlas").warning(
+            "%s=%r is not a number of seconds > 0 (or inf); using %g",
+            SLOW_HOOK_ENV,
+            raw,
+            DEFAULT_SLOW_HOOK_SECONDS,
+        )
+        return DEFAULT_SLOW_HOOK_SECONDS
+    return value
+
+
 @dataclass
 class LoadedPlugins:
     """The plugin manager, the registry it filled, and one report per plugin."""
@@ -57,6 +92,7 @@ class LoadedPlugins:
     registry: Registry
     reports: dict[str, PluginReport] = field(default_factory=dict)
     order: list[object] = field(default_factory=list)
+    slow_after: float = DEFAULT_SLOW_HOOK_SECONDS
 
     def add(self, plugin: object, report: PluginReport, *, strict: bool = False) -> bool:
         """Register ``plugin`` with the manager and check it; do not run its hooks yet."""
@@ -76,7 +112,7 @@ class LoadedPlugins:
         report.loaded = True
         self.order.append(plugin)
         _check_unknown_hooks(self.manager, plugin, report)
-        if not _check_api_version(self.manager, plugin, report):
+        if not _check_api_version(self.manager, plugin, report, self.slow_after):
             self.manager.unregister(plugin)
             self.order.remove(plugin)
             report.loaded = False
@@ -92,7 +128,10 @@ class LoadedPlugins:
             impls.sort(key=lambda impl: rank[id(impl.plugin)])
             for impl in impls:
                 report = self.reports[impl.plugin_name]
-                Registrar(self.registry, report, strict=strict).run(phase, impl.function)
+                registrar = Registrar(
+                    self.registry, report, strict=strict, slow_after=self.slow_after
+                )
+                registrar.run(phase, impl.function)
 
 
 def _check_unknown_hooks(
@@ -113,16 +152,21 @@ def _check_unknown_hooks(
             )
 
 
-def _check_api_version(manager: pluggy.PluginManager, plugin: object, report: PluginReport) -> bool:
+def _check_api_version(
+    manager: pluggy.PluginManager, plugin: object, report: PluginReport, slow_after: float
+) -> bool:
     for impl in manager.hook.visionatlas_api_version.get_hookimpls():
         if impl.plugin is not plugin:
             continue
+        start = time.perf_counter()
         try:
             declared = impl.function()
-        except Exception as err:
-            report.add_problem("hook-error", f"{type(err).__name__}: {err}", "api version")
+        except (Exception, SystemExit) as err:
+            report.add_problem("hook-error", describe_error(err), "api version")
             report.incompatible = True
             return False
+        finally:
+            report_if_slow(report, "api version", time.perf_counter() - start, slow_after)
         if declared != hookspecs.API_VERSION:
             report.add_problem(
                 "incompatible",
@@ -183,11 +227,13 @@ def load_plugins(
 
     ``entry_points=None`` follows the :data:`AUTOLOAD_ENV` environment variable; ``blocked``
     (entry-point or distribution names) adds to :data:`BLOCKED_ENV`. ``plugins`` are
-    objects registered after the entry points, or ``(object, name)`` pairs.
+    objects registered after the entry points, or ``(object, name)`` pairs. An exception or
+    ``sys.exit()`` in a plugin's import or hook is a failure in its report; a hook slower
+    than :func:`slow_hook_seconds` is a ``slow-hook`` warning.
     """
     manager = pluggy.PluginManager(hookspecs.PROJECT_NAME)
     manager.add_hookspecs(hookspecs)
-    loaded = LoadedPlugins(manager=manager, registry=Registry())
+    loaded = LoadedPlugins(manager=manager, registry=Registry(), slow_after=slow_hook_seconds())
     blocked_names = blocked_from_env() | set(blocked or ())
     if entry_points is None:
         entry_points = not autoload_disabled()
@@ -203,9 +249,9 @@ def load_plugins(
             )
             try:
                 module = importlib.import_module(module_name)
-            except Exception as err:  # a broken built-in is reported like any plugin
+            except (Exception, SystemExit) as err:  # a broken built-in is reported like any
                 loaded.reports[name] = report
-                report.add_problem("import-error", f"{type(err).__name__}: {err}", "import")
+                report.add_problem("import-error", describe_error(err), "import")
                 continue
             loaded.add(module, report)
 
@@ -231,9 +277,9 @@ def load_plugins(
                 continue
             try:
                 plugin = ep.load()
-            except Exception as err:  # isolate: one plugin must not break discovery
+            except (Exception, SystemExit) as err:  # isolate: sys.exit() at import too
                 loaded.reports[report.name] = report
-                report.add_problem("import-error", f"{type(err).__name__}: {err}", "import")
+                report.add_problem("import-error", describe_error(err), "import")
                 continue
             loaded.add(plugin, report)
 

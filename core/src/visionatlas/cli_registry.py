@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import tempfile
+import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionatlas._format import format_table, human_count
 from visionatlas.catalog import Catalog
 from visionatlas.errors import VisionAtlasError
-from visionatlas.versioning.errors import InvalidVersionError
+from visionatlas.versioning.errors import InvalidVersionError, RegistryWarning
 
 if TYPE_CHECKING:
     from torch import nn
@@ -27,6 +31,7 @@ __all__ = ["add_export_parser", "add_registry_parser"]
 PROG = "visionatlas"
 EXIT_OK, EXIT_USAGE = 0, 2
 EXPORT_FORMATS = ("onnx", "torch-export")
+_SUFFIXES = {"onnx": ".onnx", "torch-export": ".pt2"}
 
 
 def _usage_error(message: str) -> int:
@@ -37,20 +42,42 @@ def _usage_error(message: str) -> int:
 def _registry(args: argparse.Namespace, catalog: Catalog | None = None) -> ModelRegistry:
     from visionatlas.versioning.store import ModelRegistry
 
-    return ModelRegistry(args.registry, catalog=catalog)
+    timeout = getattr(args, "timeout", None)
+    if timeout is None:
+        return ModelRegistry(args.registry, catalog=catalog)
+    return ModelRegistry(args.registry, catalog=catalog, timeout=timeout)
 
 
 def _print_json(data: Any) -> None:
-    print(json.dumps(data, indent=2))
+    print(json.dumps(data, indent=2, allow_nan=False))  # never NaN: it is not JSON
+
+
+def _report_problems(registry: ModelRegistry) -> None:
+    """One warning line per damaged index row (the listing skipped them)."""
+    for damage in registry.problems():
+        print(f"{PROG}: warning: {damage}", file=sys.stderr)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 # -- registry ----------------------------------------------------------------------------------
 def _cmd_registry_list(args: argparse.Namespace, catalog: Catalog) -> int:
     registry = _registry(args)
     try:
-        entries = registry.search(args.pattern, tags=args.tag or ())
+        with warnings.catch_warnings():  # damaged rows are reported below, one line each
+            warnings.simplefilter("ignore", RegistryWarning)
+            entries = registry.search(args.pattern, tags=args.tag or ())
     except ValueError as err:
         return _usage_error(str(err))
+    _report_problems(registry)
     if args.json:
         _print_json([entry.as_dict() for entry in entries])
         return EXIT_OK
@@ -127,15 +154,17 @@ def _print_entry(entry: ModelEntry, versions: list[str]) -> None:
 
 
 def _cmd_registry_delete(args: argparse.Namespace, catalog: Catalog) -> int:
+    from visionatlas.versioning.semver import normalize_version
+
     registry = _registry(args)
+    if args.version.strip().lower() == "latest":
+        return _usage_error("delete needs an explicit version, not 'latest'")
     try:
-        entry = registry.get(args.name, args.version)
-        if args.version.strip().lower() == "latest":
-            return _usage_error("delete needs an explicit version, not 'latest'")
-        registry.delete(entry.name, entry.version)
+        version = normalize_version(args.version)
+        registry.delete(args.name, version)  # a damaged entry too
     except InvalidVersionError as err:
         return _usage_error(str(err))
-    print(f"Deleted {entry.name} {entry.version} from {registry.root}")
+    print(f"Deleted {args.name} {version} from {registry.root}")
     return EXIT_OK
 
 
@@ -156,6 +185,13 @@ def add_registry_parser(sub: Any) -> None:
         help="registry directory (default: $VISIONATLAS_REGISTRY or the user data dir)",
     )
     common.add_argument("--json", action="store_true", help="print JSON")
+    common.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=_seconds,
+        default=None,
+        help="how long to wait for another process's write to finish (default: 60)",
+    )
 
     p = actions.add_parser(
         "list", parents=[common], help="list model versions", description="List model versions."
@@ -219,6 +255,24 @@ def _model_from_weights(args: argparse.Namespace, catalog: Catalog) -> tuple[nn.
     return registry.load(entry.name, entry.version), f"registered model {entry.ref}"
 
 
+def _out_problem(out: Path, suffix: str) -> str | None:
+    """Why ``--out`` cannot take the export, or ``None`` when it can (nothing is created)."""
+    accepted = "give a file path in a directory you can write to"
+    if out.is_dir():
+        return f"--out {out} is a directory; {accepted}, such as {out / ('model' + suffix)}"
+    ancestor = next((p for p in (out.parent, *out.parent.parents) if p.exists()), Path.cwd())
+    if not ancestor.is_dir():
+        return f"--out {out}: {ancestor} is a file, not a directory; {accepted}"
+    try:  # the real test (permissions, read-only file systems), unlike os.access as root
+        with tempfile.TemporaryFile(dir=ancestor):
+            pass
+    except OSError as err:
+        return f"--out {out}: cannot write in {ancestor} ({err.strerror or err}); {accepted}"
+    if out.exists() and not os.access(out, os.W_OK):
+        return f"--out {out} exists and is read-only; {accepted}"
+    return None
+
+
 def _cmd_export(args: argparse.Namespace, catalog: Catalog) -> int:
     from visionatlas.rebuild import build_info_of
 
@@ -234,6 +288,21 @@ def _cmd_export(args: argparse.Namespace, catalog: Catalog) -> int:
         config = _parse_config(args.config)
     except (OSError, ValueError) as err:
         return _usage_error(f"bad --config: {err}")
+    problem = _out_problem(args.out, _SUFFIXES[args.format])
+    if problem is not None:
+        return _usage_error(problem)
+    if args.format != "onnx" and args.opset is not None:
+        return _usage_error(f"--opset applies to --format onnx only, not {args.format}")
+    if args.format == "onnx":
+        from visionatlas.export import DEFAULT_OPSET, supported_opsets
+
+        args.opset = DEFAULT_OPSET if args.opset is None else args.opset
+        lowest, highest = supported_opsets()
+        if not lowest <= args.opset <= highest:
+            return _usage_error(
+                f"--opset {args.opset} is not supported; the installed exporter accepts "
+                f"opsets {lowest} to {highest}"
+            )
     if args.task is not None:
         catalog.get_architecture(args.task, args.architecture)  # unknown names: exit 2
     try:
@@ -359,7 +428,9 @@ def add_export_parser(sub: Any, *, input_size: Any, positive_int: Any) -> None:
         help="a checkpoint directory, or a registered model NAME[@VERSION]",
     )
     p.add_argument("--registry", metavar="DIR", type=Path, help="registry directory for --weights")
-    p.add_argument("--opset", type=positive_int, default=18, help="ONNX opset (default: 18)")
+    p.add_argument(
+        "--opset", type=positive_int, default=None, help="ONNX opset (default: 18; onnx only)"
+    )
     p.add_argument("--static-batch", action="store_true", help="fix the batch size")
     p.add_argument(
         "--dynamic-size", action="store_true", help="leave the image height and width free"

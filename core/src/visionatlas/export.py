@@ -29,16 +29,19 @@ __all__ = [
     "ExportError",
     "ExportMismatchError",
     "ExportResult",
+    "UnsafeProgramError",
     "check_onnx",
     "compare_onnx",
     "example_images",
     "export_onnx",
     "export_program",
     "load_program",
+    "supported_opsets",
 ]
 
 DEFAULT_OPSET = 18
 INPUT_NAME = "images"
+_FALLBACK_MIN_OPSET = 7  # torch.onnx._constants.ONNX_MIN_OPSET in torch 2.1 to 2.15
 
 
 class ExportError(VisionAtlasError, RuntimeError):
@@ -53,9 +56,21 @@ class ExportMismatchError(ExportError):
         super().__init__(message)
 
 
+class UnsafeProgramError(ExportError):
+    """A ``.pt2`` file that :func:`load_program` refuses: loading it could run code from it."""
+
+    def __init__(self, message: str, *, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(message)
+
+
 @dataclass(frozen=True)
 class ExportResult:
-    """What :func:`export_onnx` wrote and, with ``check=True``, how closely it matches."""
+    """What :func:`export_onnx` wrote and, with ``check=True``, how closely it matches.
+
+    ``opset`` is the ONNX opset read back from the written file.
+    """
 
     path: Path
     input_shape: tuple[int, ...]
@@ -186,16 +201,52 @@ def export_program(
             ) from err
     if path is not None:
         target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        torch.export.save(program, target)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            torch.export.save(program, target)
+        except OSError as err:
+            raise ExportError(
+                f"cannot write {target}: {err.strerror or err}; give a file path in a "
+                "directory you can write to"
+            ) from err
     return program
 
 
 def load_program(path: str | os.PathLike[str]) -> torch.export.ExportedProgram:
-    """Load a program saved by :func:`export_program` (call ``.module()`` to run it)."""
+    """Load a program saved by :func:`export_program` (call ``.module()`` to run it).
+
+    The file is read once and checked before :func:`torch.export.load` sees it: a program
+    whose loading or running would execute code from the file (pickled members, compiled
+    AOTInductor code, shape expressions or guards that are not plain arithmetic) raises
+    :class:`UnsafeProgramError` and nothing in it runs.
+    """
+    import io
+
     import torch
 
-    return torch.export.load(Path(path))
+    from visionatlas._pt2check import Refused, check_archive
+
+    source = Path(path)
+    try:
+        data = source.read_bytes()
+    except OSError as err:
+        raise ExportError(f"cannot read the program {source}: {err.strerror or err}") from err
+    try:
+        check_archive(data)
+    except Refused as err:
+        raise UnsafeProgramError(
+            f"refused to load {source}: {err}; load_program loads only programs that need no "
+            "pickle and no code from the file, as export_program writes them",
+            path=source,
+            reason=str(err),
+        ) from err
+    try:
+        return torch.export.load(io.BytesIO(data))
+    except Exception as err:
+        raise ExportError(
+            f"{source} is not a loadable torch.export program: {type(err).__name__}: "
+            f"{_first_line(err)}"
+        ) from err
 
 
 def export_onnx(
@@ -219,9 +270,20 @@ def export_onnx(
     file is run in onnxruntime on a batch of another size than the export example (when
     the batch is dynamic) and compared to PyTorch; a difference beyond
     ``atol + rtol * |expected|`` raises :class:`ExportError`.
+
+    ``opset`` must lie in :func:`supported_opsets` (else ``ValueError``). The exporter
+    writes its own opset and converts; when the file does not have ``opset`` after all
+    (onnx's converter lacks an adapter for an operator), :class:`ExportError` is raised
+    and the file removed.
     """
     import torch
 
+    lowest, highest = supported_opsets()
+    if isinstance(opset, bool) or not isinstance(opset, int) or not lowest <= opset <= highest:
+        raise ValueError(
+            f"opset must be an int from {lowest} to {highest} (the opsets the installed "
+            f"torch.onnx exporter and onnx support), got {opset!r}"
+        )
     target = Path(path)
     images = example_images(model, input_size=input_size)
     with _eval_mode(model), torch.no_grad():
@@ -250,13 +312,20 @@ def export_onnx(
         ) from err
     if program is None:  # pragma: no cover - the dynamo exporter always returns a program
         raise ExportError("torch.onnx.export returned no program")
-    target.parent.mkdir(parents=True, exist_ok=True)
     data = target.with_name(f"{target.name}.data")  # where weights over 2 GB go
-    data.unlink(missing_ok=True)
-    program.save(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        data.unlink(missing_ok=True)
+        program.save(target)
+    except OSError as err:
+        raise ExportError(
+            f"cannot write {target}: {err.strerror or err}; give a file path in a directory "
+            "you can write to"
+        ) from err
     files = (data,) if data.exists() else ()
     try:
         _check_dynamic_dims(target, dynamic_batch, dynamic_size)
+        written = _check_opset(target, opset)
     except ExportError:
         for file in (target, *files):
             file.unlink(missing_ok=True)
@@ -268,7 +337,7 @@ def export_onnx(
         output_shapes=tuple(tuple(t.shape) for t in expected),
         dynamic_batch=dynamic_batch,
         dynamic_size=dynamic_size,
-        opset=opset,
+        opset=written,
         files=files,
     )
     if not check:
@@ -277,6 +346,61 @@ def export_onnx(
     probe = example_images(model, input_size=tuple(images.shape[-2:]), batch_size=batch)
     diff = check_onnx(model, target, probe, atol=atol, rtol=rtol)
     return ExportResult(**{**result.__dict__, "max_abs_diff": diff})
+
+
+def supported_opsets() -> tuple[int, int]:
+    """``(lowest, highest)`` ONNX opset that :func:`export_onnx` accepts.
+
+    Queried from the installed packages: the lowest is torch.onnx's ``ONNX_MIN_OPSET``, the
+    highest the newest opset the installed ``onnx`` defines. The exporter writes its own
+    opset (18 with torch 2.15) and converts to the requested one with onnx's converter.
+    """
+    try:
+        import onnx
+    except ImportError as err:
+        raise ExportError(
+            f"ONNX export needs the onnx and onnxscript packages ({err}); install them "
+            "with pip install 'visionatlas[export]'"
+        ) from err
+    try:
+        from torch.onnx._constants import ONNX_MIN_OPSET as lowest
+    except ImportError:  # pragma: no cover - a private module of torch
+        lowest = _FALLBACK_MIN_OPSET
+    return int(lowest), int(onnx.defs.onnx_opset_version())
+
+
+def _native_opset() -> int:
+    """The opset the installed torch.onnx exporter writes before any conversion."""
+    try:
+        from torch.onnx._internal.exporter._constants import TORCHLIB_OPSET
+    except ImportError:  # pragma: no cover - a private module of torch
+        return DEFAULT_OPSET
+    return int(TORCHLIB_OPSET)
+
+
+def _written_opset(path: Path) -> int:
+    """The default-domain (``ai.onnx``) opset an ONNX file imports."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    versions = [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")]
+    if not versions:
+        raise ExportError(f"{path} imports no ONNX (ai.onnx) opset")
+    return int(versions[0])
+
+
+def _check_opset(path: Path, opset: int) -> int:
+    """The opset of the file at ``path``; raise if it is not the requested ``opset``."""
+    written = _written_opset(path)
+    if written != opset:
+        native = _native_opset()
+        raise ExportError(
+            f"the exporter could not convert the model to ONNX opset {opset}: {path} has "
+            f"opset {written} (the exporter writes opset {native} and converts, and onnx's "
+            f"version converter lacks an adapter for one of the operators); export with "
+            f"opset {native} or another one that converts"
+        )
+    return written
 
 
 def _check_dynamic_dims(path: Path, dynamic_batch: bool, dynamic_size: bool) -> None:
@@ -306,7 +430,12 @@ def _run_onnx(model: nn.Module, path: str | os.PathLike[str], images: Tensor) ->
         raise ExportError(
             "checking an ONNX export needs onnxruntime: pip install onnxruntime"
         ) from err
-    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    try:
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as err:
+        raise ExportError(
+            f"{path} does not load in onnxruntime {onnxruntime.__version__}: {_first_line(err)}"
+        ) from err
     with _eval_mode(model), torch.no_grad():
         _, expected = _flatten(model(images))
     feed = {session.get_inputs()[0].name: images.detach().cpu().numpy()}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -11,6 +12,7 @@ from typing import Any, Literal, TypeVar
 
 from visionatlas.errors import DuplicateNameError
 from visionatlas.specs import (
+    INPUT_KINDS,
     NAME_PATTERN,
     REFERENCE_PATTERN,
     ArchitectureSpec,
@@ -22,14 +24,34 @@ from visionatlas.specs import (
     TaskSpec,
 )
 
-__all__ = ["PluginReport", "Problem", "Registrar", "Registry"]
+__all__ = [
+    "SLOW_HOOK_ENV",
+    "WARNING_KINDS",
+    "PluginReport",
+    "Problem",
+    "Registrar",
+    "Registry",
+    "describe_error",
+    "report_if_slow",
+]
 
 logger = logging.getLogger("visionatlas")
 
 Kind = Literal["task", "backbone", "head", "architecture", "command"]
 ProblemKind = Literal[
-    "import-error", "hook-error", "malformed", "duplicate", "incompatible", "unknown-hook"
+    "import-error",
+    "hook-error",
+    "malformed",
+    "duplicate",
+    "incompatible",
+    "unknown-hook",
+    "slow-hook",
 ]
+Severity = Literal["error", "warning"]
+SLOW_HOOK_ENV = "VISIONATLAS_SLOW_HOOK_SECONDS"
+"""The environment variable that sets the slow-hook limit in seconds."""
+WARNING_KINDS: frozenset[ProblemKind] = frozenset({"slow-hook"})
+"""Problem kinds that are warnings: the plugin works, and its status stays ``ok``."""
 PluginStatus = Literal["ok", "problems", "failed", "incompatible", "blocked"]
 SpecT = TypeVar("SpecT", TaskSpec, BackboneSpec, HeadSpec, ArchitectureSpec, CommandSpec)
 
@@ -41,6 +63,10 @@ class Problem:
     kind: ProblemKind
     message: str
     phase: str = ""
+
+    @property
+    def severity(self) -> Severity:
+        return "warning" if self.kind in WARNING_KINDS else "error"
 
     def __str__(self) -> str:
         where = f" during {self.phase}" if self.phase else ""
@@ -67,6 +93,11 @@ class PluginReport:
         return PluginRef(name=self.name, distribution=self.distribution, version=self.version)
 
     @property
+    def errors(self) -> list[Problem]:
+        """The problems that are not warnings (such as a slow hook)."""
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
     def status(self) -> PluginStatus:
         if self.blocked:
             return "blocked"
@@ -74,7 +105,7 @@ class PluginReport:
             return "incompatible"
         if not self.loaded:
             return "failed"
-        return "problems" if self.problems else "ok"
+        return "problems" if self.errors else "ok"
 
     def add_problem(self, kind: ProblemKind, message: str, phase: str = "") -> None:
         problem = Problem(kind, message, phase)
@@ -91,9 +122,20 @@ class PluginReport:
             "status": self.status,
             "registered": {k: list(v) for k, v in self.registered.items()},
             "problems": [
-                {"kind": p.kind, "phase": p.phase, "message": p.message} for p in self.problems
+                {"kind": p.kind, "severity": p.severity, "phase": p.phase, "message": p.message}
+                for p in self.problems
             ],
         }
+
+
+def describe_error(err: BaseException) -> str:
+    """``Type: message`` for a report; a ``sys.exit()`` call is named as such."""
+    if isinstance(err, SystemExit):
+        return (
+            f"SystemExit: the plugin called sys.exit({'' if err.code is None else repr(err.code)})"
+            "; a plugin must raise an exception instead"
+        )
+    return f"{type(err).__name__}: {err}"
 
 
 def _label(kind: Kind, key: Any) -> str:
@@ -192,6 +234,11 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the five spec 
     if kind == "task":
         if spec.example_inputs is not None:
             _check_builder(spec.example_inputs, f"task {spec.name!r} example_inputs")
+        if spec.input_kind is not None and spec.input_kind not in INPUT_KINDS:
+            raise ValueError(
+                f"task {spec.name!r} input_kind={spec.input_kind!r}; accepted: None or "
+                f"{', '.join(map(repr, INPUT_KINDS))}"
+            )
         return
     if kind == "command":
         _check_builder(spec.configure, f"command {spec.name!r} configure")
@@ -240,12 +287,21 @@ class Registrar:
 
     With ``strict=False`` (discovery) a malformed or duplicate registration is recorded in
     the plugin's report and skipped; with ``strict=True`` (programmatic use) it raises.
+    A hook that runs longer than ``slow_after`` seconds is reported as ``slow-hook``.
     """
 
-    def __init__(self, registry: Registry, report: PluginReport, *, strict: bool = False):
+    def __init__(
+        self,
+        registry: Registry,
+        report: PluginReport,
+        *,
+        strict: bool = False,
+        slow_after: float = float("inf"),
+    ):
         self._registry = registry
         self._report = report
         self._strict = strict
+        self._slow_after = slow_after
         self._added: list[tuple[Kind, Any]] = []
         self.phase = ""
 
@@ -328,19 +384,37 @@ class Registrar:
         self._added.clear()
 
     def run(self, phase: str, hook: Callable[..., Any]) -> None:
-        """Call one hook implementation; on an exception undo its registrations."""
+        """Call one hook implementation; on an exception undo its registrations.
+
+        ``sys.exit()`` in a hook is a failure like any exception; Ctrl-C still stops.
+        """
         self.phase = phase
+        start = time.perf_counter()
         try:
             hook(registry=self)
-        except Exception as err:  # a broken plugin must never take the catalog down
+        except (Exception, SystemExit) as err:  # a plugin must never take the catalog down
             undone = self.rollback()
             dropped = (
                 f"; dropped what it registered in this hook: {', '.join(undone)}"
                 if (undone)
                 else ""
             )
-            self._report.add_problem("hook-error", f"{type(err).__name__}: {err}{dropped}", phase)
+            self._report.add_problem("hook-error", f"{describe_error(err)}{dropped}", phase)
             if self._strict:
                 raise
         else:
             self.commit()
+        finally:
+            report_if_slow(self._report, phase, time.perf_counter() - start, self._slow_after)
+
+
+def report_if_slow(report: PluginReport, phase: str, seconds: float, limit: float) -> None:
+    """Add a ``slow-hook`` warning to ``report`` when a hook took more than ``limit`` s."""
+    if seconds > limit:
+        report.add_problem(
+            "slow-hook",
+            f"the hook took {seconds:.2f} s, over the {limit:g} s limit ({SLOW_HOOK_ENV}); "
+            "hooks run whenever a catalog is built, so keep them to metadata and do slow work "
+            "in the builders",
+            phase,
+        )
