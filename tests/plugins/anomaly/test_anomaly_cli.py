@@ -10,9 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from anomaly_helpers import png_header_bomb, textures, write_pngs
 from PIL import Image
 
+from visionatlas.cli import main
 from visionatlas_anomaly.cli import configure
+from visionatlas_anomaly.config import UninformedStudentsConfig
+from visionatlas_anomaly.errors import DeviceError
+from visionatlas_anomaly.model import UninformedStudents
 from visionatlas_anomaly.synthetic import SplitSizes, generate_dataset
 
 TINY_FLAGS = [
@@ -69,7 +75,7 @@ def test_fit_errors_are_reported(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert _run("fit", str(tmp_path / "empty"), "--out", str(tmp_path / "m"), *TINY_FLAGS) == 1
     assert "holds no images" in capsys.readouterr().err
     bad = ["fit", str(tmp_path), "--out", str(tmp_path / "m"), "--patch-sizes", "31"]
-    assert _run(*bad) == 1
+    assert _run(*bad) == 2  # invalid options are usage errors
     assert "unsupported patch sizes" in capsys.readouterr().err
 
 
@@ -120,3 +126,100 @@ def test_speed_command_prints_one_row_per_patch_size(
     assert [row.split()[0] for row in rows] == ["p=17", "p=33"]
     assert all(("(no NNPACK)" in row) == bool(nnpack_flag) for row in rows)
     assert _run("speed", "--width", "0") == 1
+
+
+# -- devices (issue 11: `--device tpu` gave a traceback) -------------------------------------
+def _one_error_line(err: str) -> str:
+    assert err.count("\n") == 1, err
+    assert err.startswith("visionatlas anomaly: error: "), err
+    assert "Traceback" not in err
+    return err
+
+
+@pytest.mark.parametrize("command", ["fit", "predict"])
+def test_unknown_device_is_a_usage_error(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if command == "fit":
+        argv = ["anomaly", "fit", str(tmp_path), "--out", str(tmp_path / "m"), "--device", "tpu"]
+    else:
+        argv = ["anomaly", "predict", str(tmp_path / "m"), str(tmp_path), "--out", str(tmp_path)]
+        argv += ["--device", "tpu"]
+    assert main(argv) == 2
+    err = _one_error_line(capsys.readouterr().err)
+    assert "device 'tpu'" in err
+    assert "accepted on this machine: 'cpu'" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_is_a_usage_error(
+    fitted_detector: UninformedStudents, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["anomaly", "fit", str(tmp_path), "--out", str(tmp_path / "m"), "--device", "cuda"]
+    assert main(argv) == 2
+    assert "device 'cuda' is not available" in _one_error_line(capsys.readouterr().err)
+    # A detector saved for CUDA: loading it here says so, and how to get around it.
+    model = fitted_detector.save(tmp_path / "model")
+    meta = model / "config.json"
+    metadata = json.loads(meta.read_text(encoding="utf-8"))
+    metadata["config"]["device"] = "cuda:1"
+    meta.write_text(json.dumps(metadata), encoding="utf-8")
+    with pytest.raises(DeviceError, match="pass device='cpu'"):
+        UninformedStudents.load(model)
+    argv = ["anomaly", "predict", str(model), str(tmp_path), "--out", str(tmp_path / "p")]
+    assert main(argv) == 2
+    assert "--device cpu" in _one_error_line(capsys.readouterr().err)
+    assert UninformedStudents.load(model, device="cpu").device == torch.device("cpu")
+    with pytest.raises(DeviceError, match="'cpu'"):
+        UninformedStudents(UninformedStudentsConfig(device="cuda")).fit(textures(2))
+
+
+def test_device_error_in_a_real_process_has_no_traceback(tmp_path: Path) -> None:
+    argv = ["anomaly", "predict", str(tmp_path), str(tmp_path), "--out", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "visionatlas", *argv, "--device", "tpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 2
+    _one_error_line(result.stderr)
+
+
+# -- decompression bombs (issue 11) -------------------------------------------------------------
+@pytest.mark.parametrize("command", ["fit", "predict"])
+def test_decompression_bomb_is_refused_in_one_line(
+    command: str,
+    fitted_detector: UninformedStudents,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "images"
+    write_pngs(folder, textures(2, seed=0))
+    bomb = png_header_bomb(folder / "bomb.png", 100_000, 100_000)
+    if command == "fit":
+        argv = ["anomaly", "fit", str(folder), "--out", str(tmp_path / "m"), *TINY_FLAGS]
+    else:
+        model = fitted_detector.save(tmp_path / "model")
+        argv = ["anomaly", "predict", str(model), str(folder), "--out", str(tmp_path / "p")]
+    assert main(argv) == 1  # as for any unreadable image
+    err = _one_error_line(capsys.readouterr().err)
+    assert str(bomb) in err
+    assert f"{Image.MAX_IMAGE_PIXELS:,}-pixel limit" in err
+
+
+# -- outputs and sizes that cannot work are usage errors, found before any work --------------
+def test_unusable_out_and_image_size_are_usage_errors(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    write_pngs(tmp_path / "images", textures(2, seed=0))
+    taken = tmp_path / "taken"
+    taken.write_text("a file", encoding="utf-8")
+    fit = ["anomaly", "fit", str(tmp_path / "images"), *TINY_FLAGS]
+    assert main([*fit, "--out", str(taken)]) == 2
+    assert "exists and is not a directory" in _one_error_line(capsys.readouterr().err)
+    assert main([*fit, "--out", str(tmp_path / "images"), "--image-size", "0"]) == 2
+    assert "from 1 to 4096" in capsys.readouterr().err
+    predict = ["anomaly", "predict", str(tmp_path / "m"), str(tmp_path / "images")]
+    assert main([*predict, "--out", str(taken)]) == 2
+    assert "exists and is not a directory" in _one_error_line(capsys.readouterr().err)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
 __all__ = ["configure"]
+
+PROG = "visionatlas anomaly"
+EXIT_FAILURE, EXIT_USAGE = 1, 2
+MAX_IMAGE_SIZE = 4096
+"""Largest ``--image-size``: a 4096x4096 image is already 200 MB as float32."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +35,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     predict.add_argument("model", type=Path, help="saved detector (directory or .safetensors)")
     predict.add_argument("images", type=Path, nargs="+", help="image files or folders")
     predict.add_argument("--out", type=Path, required=True, help="output directory")
-    predict.add_argument("--device", default=None, help="device to run on (default: saved one)")
+    predict.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:N, mps or xpu (default: the saved one)"
+    )
     predict.add_argument("--no-overlays", action="store_true", help="skip the PNG overlays")
     predict.set_defaults(handler=_predict)
 
@@ -101,8 +110,26 @@ def _help(parser: argparse.ArgumentParser) -> Any:
     return show
 
 
+def _image_size(text: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_IMAGE_SIZE:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number of pixels from 1 to {MAX_IMAGE_SIZE}, got {text!r}"
+        )
+    return size
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--image-size", type=int, default=None, help="resize images to SIZE")
+    parser.add_argument(
+        "--image-size",
+        type=_image_size,
+        default=None,
+        metavar="SIZE",
+        help="resize images to SIZE x SIZE (saved with the detector; predict resizes alike)",
+    )
     parser.add_argument("--patch-sizes", type=int, nargs="+", default=None, help="e.g. 17 33 65")
     parser.add_argument("--students", type=int, default=None, help="students per patch size")
     parser.add_argument("--teacher-steps", type=int, default=None)
@@ -114,7 +141,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="ImageNet ResNet-18 weights file for teacher distillation",
     )
-    parser.add_argument("--device", default=None, help="cpu, cuda, ...")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or xpu")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--config", type=Path, default=None, help="JSON file of detector options")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -142,21 +169,66 @@ def _config_from(args: argparse.Namespace) -> Any:
     return UninformedStudentsConfig.model_validate(settings)
 
 
-def _fail(message: str) -> int:
-    print(f"visionatlas anomaly: error: {message}", file=sys.stderr)
-    return 1
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
+    """Print ``message`` as one error line; return ``code`` (1: failure, 2: usage)."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+    return code
+
+
+def _usage(message: str) -> int:
+    return _fail(message, EXIT_USAGE)
+
+
+def _unwritable(path: Path, *, directory: bool) -> str | None:
+    """Why ``path`` cannot be written as an output (file or directory), or ``None``."""
+    if directory and path.exists() and not path.is_dir():
+        return f"--out {path} exists and is not a directory"
+    if not directory and path.is_dir():
+        return f"--out {path} is a directory; name a .safetensors file or a new directory"
+    parent = path if directory else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {path} cannot be written: {parent} is not a writable directory"
+    return None
+
+
+def _device_error(name: str | None) -> str | None:
+    """The reason torch cannot use device ``name`` here (and what it accepts), or ``None``."""
+    from visionatlas_anomaly.devices import resolve_device
+    from visionatlas_anomaly.errors import DeviceError
+
+    if name is None:
+        return None
+    try:
+        resolve_device(name)
+    except DeviceError as err:
+        return str(err)
+    return None
 
 
 def _fit(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
+    from visionatlas_anomaly.config import validation_summary
     from visionatlas_anomaly.data import DatasetLayoutError, image_files, load_images
+    from visionatlas_anomaly.errors import NonFiniteError
     from visionatlas_anomaly.model import UninformedStudents
 
+    problem = _device_error(args.device)
+    if problem is None:
+        problem = _unwritable(args.out, directory=args.out.suffix != ".safetensors")
+    if problem is not None:
+        return _usage(problem)
     try:
         config = _config_from(args)
-    except (ValidationError, ValueError, OSError) as err:
-        return _fail(f"invalid detector options: {err}")
+    except ValidationError as err:
+        return _usage(f"invalid detector options: {validation_summary(err)}")
+    except (ValueError, OSError) as err:
+        return _usage(f"cannot read --config {args.config}: {err}")
+    problem = _device_error(config.device)
+    if problem is not None:
+        return _usage(problem)
     size = None if args.image_size is None else (args.image_size, args.image_size)
     root: Path = args.data_dir
     try:
@@ -173,9 +245,12 @@ def _fit(args: argparse.Namespace) -> int:
                 )
             normal, validation = load_images(files, size), None
         detector = UninformedStudents(config).fit(normal, validation)
-    except (DatasetLayoutError, ValueError) as err:
+    except (DatasetLayoutError, ValueError, NonFiniteError) as err:
         return _fail(str(err))
-    path = detector.save(args.out)
+    try:
+        path = detector.save(args.out)
+    except OSError as err:
+        return _usage(f"cannot write --out {args.out}: {err}")
     report = detector.fit_report.as_dict() if detector.fit_report else {}
     print(
         f"fitted on {report.get('train_images')} images ({report.get('teacher_source')} "
@@ -194,27 +269,56 @@ def _expand(paths: list[Path]) -> list[Path]:
     return files
 
 
+def _load(path: Path, device: str | None) -> Any:
+    """Load a detector, printing an unknown-image-size warning as one line."""
+    from visionatlas_anomaly.errors import UnknownImageSizeWarning
+    from visionatlas_anomaly.model import UninformedStudents
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownImageSizeWarning)
+        detector = UninformedStudents.load(path, device=device)
+    for warning in caught:
+        if issubclass(warning.category, UnknownImageSizeWarning):
+            print(f"{PROG}: warning: {warning.message}", file=sys.stderr)
+        else:
+            warnings.warn_explicit(
+                warning.message, warning.category, warning.filename, warning.lineno
+            )
+    return detector
+
+
 def _predict(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from visionatlas_anomaly.data import DatasetLayoutError, load_images
-    from visionatlas_anomaly.model import UninformedStudents
+    from visionatlas_anomaly.data import DatasetLayoutError
+    from visionatlas_anomaly.errors import DeviceError, NonFiniteError
     from visionatlas_anomaly.visualize import save_overlay
 
+    out: Path = args.out
+    problem = _device_error(args.device) or _unwritable(out, directory=True)
+    if problem is not None:
+        return _usage(problem)
     try:
-        detector = UninformedStudents.load(args.model, device=args.device)
+        detector = _load(args.model, args.device)
+    except DeviceError as err:
+        return _usage(str(err))
+    except (ValueError, FileNotFoundError) as err:
+        return _fail(str(err))
+    try:
         files = _expand(args.images)
         if not files:
             raise DatasetLayoutError(f"no images found in {', '.join(map(str, args.images))}")
         missing = [str(f) for f in files if not f.is_file()]
         if missing:
             raise DatasetLayoutError(f"no such image files: {', '.join(missing)}")
-        images = load_images(files, None)
+        images = detector.read_images(files)
         prediction = detector.predict(images)
-    except (DatasetLayoutError, ValueError, FileNotFoundError, RuntimeError) as err:
+    except (DatasetLayoutError, ValueError, FileNotFoundError, RuntimeError, NonFiniteError) as err:
         return _fail(str(err))
-    out: Path = args.out
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return _usage(f"cannot write --out {out}: {err}")
     names = [f.stem for f in files]
     maps = prediction.anomaly_maps.numpy()
     np.savez_compressed(out / "anomaly_maps.npz", **dict(zip(names, maps, strict=True)))
@@ -253,6 +357,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from visionatlas_anomaly.benchmark import run_benchmark
+    from visionatlas_anomaly.config import validation_summary
+    from visionatlas_anomaly.errors import DeviceError, NonFiniteError
     from visionatlas_anomaly.presets import PRESETS
 
     try:
@@ -269,7 +375,11 @@ def _benchmark(args: argparse.Namespace) -> int:
             save_models=args.save_models,
             log=log,
         )
-    except (ValidationError, ValueError) as err:
+    except ValidationError as err:
+        return _usage(f"invalid detector options: {validation_summary(err)}")
+    except DeviceError as err:
+        return _usage(str(err))
+    except (ValueError, NonFiniteError) as err:
         return _fail(str(err))
     (Path(args.out) / "results.json").write_text(
         json.dumps(result.as_dict(), indent=2) + "\n", encoding="utf-8"

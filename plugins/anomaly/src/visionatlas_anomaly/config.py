@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import (
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from visionatlas.config import BackboneConfig, ModelConfig
+from visionatlas_anomaly.devices import check_device_name
 from visionatlas_anomaly.layers import SUPPORTED_PATCH_SIZES
 
-__all__ = ["UninformedStudentsConfig"]
+__all__ = ["UninformedStudentsConfig", "validation_summary"]
 
 DISTILLATION_BACKBONE = "resnet18"
 
@@ -21,14 +31,21 @@ class UninformedStudentsConfig(ModelConfig):
     the teachers distil: ``pretrained=True`` (or a ``weights_path``) makes distillation
     required; otherwise ``teacher_distillation`` decides. ``head``, ``dropout`` and
     ``freeze_backbone`` do not apply to this architecture.
+
+    Numbers and booleans are strict: ``"0.3"``, ``"true"`` or ``1`` for a boolean are
+    rejected (an integer is accepted for a float), and floats must be finite.
     """
 
-    patch_sizes: tuple[int, ...] = Field(
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    patch_sizes: tuple[StrictInt, ...] = Field(
         default=(17, 33), description="Patch sizes (scales) of the teacher/student networks"
     )
-    num_students: int = Field(default=3, ge=1, le=16, description="Students per patch size")
-    descriptor_dim: int = Field(default=128, ge=2, le=1024, description="Descriptor dimension")
-    width: float = Field(
+    num_students: StrictInt = Field(default=3, ge=1, le=16, description="Students per patch size")
+    descriptor_dim: StrictInt = Field(
+        default=128, ge=2, le=1024, description="Descriptor dimension"
+    )
+    width: StrictFloat = Field(
         default=0.5,
         gt=0.0,
         le=4.0,
@@ -41,27 +58,33 @@ class UninformedStudentsConfig(ModelConfig):
             "had (else self-supervised teachers, with a warning), 'required', or 'off'"
         ),
     )
-    distillation_weight: float = Field(default=1.0, ge=0.0, description="Weight of L_k")
-    triplet_weight: float = Field(default=1.0, ge=0.0, description="Weight of the triplet loss")
-    compactness_weight: float = Field(
+    distillation_weight: StrictFloat = Field(default=1.0, ge=0.0, description="Weight of L_k")
+    triplet_weight: StrictFloat = Field(
+        default=1.0, ge=0.0, description="Weight of the triplet loss"
+    )
+    compactness_weight: StrictFloat = Field(
         default=1.0, ge=0.0, description="Weight of the descriptor compactness loss"
     )
-    triplet_margin: float = Field(default=1.0, gt=0.0, description="Triplet loss margin")
-    positive_shift: int = Field(
+    triplet_margin: StrictFloat = Field(default=1.0, gt=0.0, description="Triplet loss margin")
+    positive_shift: StrictInt = Field(
         default=2, ge=0, le=8, description="Largest translation (px) of triplet positives"
     )
-    positive_noise: float = Field(
+    positive_noise: StrictFloat = Field(
         default=0.02, ge=0.0, le=0.5, description="Gaussian noise std of triplet positives"
     )
-    distillation_input_size: int = Field(
+    distillation_input_size: StrictInt = Field(
         default=224, ge=32, le=512, description="Patches are resized to this for ResNet-18"
     )
-    teacher_steps: int = Field(default=100, ge=0, description="Teacher training steps per scale")
-    teacher_lr: float = Field(default=2e-4, gt=0.0, description="Teacher learning rate (Adam)")
-    teacher_batch_size: int = Field(
+    teacher_steps: StrictInt = Field(
+        default=100, ge=0, description="Teacher training steps per scale"
+    )
+    teacher_lr: StrictFloat = Field(
+        default=2e-4, gt=0.0, le=1.0, description="Teacher learning rate (Adam)"
+    )
+    teacher_batch_size: StrictInt = Field(
         default=8, ge=2, description="Image crops (self-supervised) or patches (distillation)"
     )
-    teacher_crop_size: int | None = Field(
+    teacher_crop_size: StrictInt | None = Field(
         default=None,
         ge=4,
         description=(
@@ -69,14 +92,18 @@ class UninformedStudentsConfig(ModelConfig):
             "(default: an eighth of the shorter image side, at least 16)"
         ),
     )
-    student_steps: int = Field(default=500, ge=1, description="Student training steps per scale")
-    student_lr: float = Field(default=2e-3, gt=0.0, description="Student learning rate (Adam)")
+    student_steps: StrictInt = Field(
+        default=500, ge=1, description="Student training steps per scale"
+    )
+    student_lr: StrictFloat = Field(
+        default=2e-3, gt=0.0, le=1.0, description="Student learning rate (Adam)"
+    )
     lr_schedule: Literal["cosine", "constant"] = Field(
         default="cosine", description="Learning-rate schedule of teacher and student training"
     )
-    weight_decay: float = Field(default=1e-5, ge=0.0, description="Adam weight decay")
-    batch_size: int = Field(default=4, ge=1, description="Image crops per student step")
-    crop_size: int | None = Field(
+    weight_decay: StrictFloat = Field(default=1e-5, ge=0.0, le=1.0, description="Adam weight decay")
+    batch_size: StrictInt = Field(default=4, ge=1, description="Image crops per student step")
+    crop_size: StrictInt | None = Field(
         default=None,
         ge=4,
         description=(
@@ -84,28 +111,30 @@ class UninformedStudentsConfig(ModelConfig):
             "(default: a quarter of the shorter image side, at least 32)"
         ),
     )
-    validation_fraction: float = Field(
+    validation_fraction: StrictFloat = Field(
         default=0.2,
         gt=0.0,
         lt=1.0,
         description="Share of the normal images held out for calibration (if none are given)",
     )
-    threshold_quantile: float = Field(
+    threshold_quantile: StrictFloat = Field(
         default=0.99,
         gt=0.0,
         le=1.0,
         description="Quantile of held-out normal image scores used as the threshold",
     )
-    score_smoothing: float = Field(
+    score_smoothing: StrictFloat = Field(
         default=0.0, ge=0.0, le=16.0, description="Gaussian sigma (px) applied to the maps"
     )
-    inference_batch_size: int = Field(default=2, ge=1, description="Images per dense pass")
-    device: str = Field(default="cpu", min_length=1, description="'cpu', 'cuda', 'cuda:1', ...")
-    num_threads: int | None = Field(
+    inference_batch_size: StrictInt = Field(default=2, ge=1, description="Images per dense pass")
+    device: str = Field(
+        default="cpu", min_length=1, description="'cpu', 'cuda', 'cuda:1', 'mps' or 'xpu'"
+    )
+    num_threads: StrictInt | None = Field(
         default=None, ge=1, description="torch CPU threads while fitting (default: unchanged)"
     )
-    seed: int = Field(default=0, ge=0, description="Seed of initialization and sampling")
-    progress: bool = Field(default=True, description="Show tqdm progress bars")
+    seed: StrictInt = Field(default=0, ge=0, description="Seed of initialization and sampling")
+    progress: StrictBool = Field(default=True, description="Show tqdm progress bars")
 
     @field_validator("patch_sizes")
     @classmethod
@@ -120,6 +149,11 @@ class UninformedStudentsConfig(ModelConfig):
         if len(set(value)) != len(value):
             raise ValueError(f"patch_sizes has duplicates: {list(value)}")
         return tuple(sorted(value))
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        return check_device_name(value)
 
     @model_validator(mode="after")
     def _check_inherited(self) -> UninformedStudentsConfig:
@@ -167,3 +201,14 @@ class UninformedStudentsConfig(ModelConfig):
         """The backbone config of the distilled ResNet-18 (pretrained)."""
         config = self.backbone_config(DISTILLATION_BACKBONE)
         return config.model_copy(update={"pretrained": True})
+
+
+def validation_summary(err: ValidationError) -> str:
+    """One line per pydantic error joined by ``; ``: ``field: message (got value)``."""
+    parts = []
+    for item in err.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "options"
+        value = repr(item["input"])
+        got = f" (got {value if len(value) <= 60 else value[:57] + '...'})" if item["loc"] else ""
+        parts.append(f"{where}: {item['msg']}{got}")
+    return "; ".join(parts)

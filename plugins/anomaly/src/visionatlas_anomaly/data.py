@@ -8,20 +8,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import re
+import warnings
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
 __all__ = [
     "IMAGE_SUFFIXES",
     "DatasetLayoutError",
+    "ImageTooLargeError",
     "MVTecCategory",
     "image_files",
     "load_images",
+    "open_image",
     "read_category",
 ]
 
@@ -33,6 +42,47 @@ class DatasetLayoutError(ValueError):
     """A folder does not follow the expected layout (names what is missing or wrong)."""
 
 
+class ImageTooLargeError(DatasetLayoutError):
+    """An image file declares more pixels than PIL reads safely (a decompression-bomb guard)."""
+
+    def __init__(self, path: Path, pixels: int | None, limit: int) -> None:
+        self.path = path
+        self.pixels = pixels
+        self.limit = limit
+        declared = "" if pixels is None else f"{pixels:,} pixels, "
+        super().__init__(
+            f"cannot read image {path}: it declares {declared}more than the {limit:,}-pixel limit "
+            "(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); shrink the "
+            "file, or raise the limit in Python if the image is trusted"
+        )
+
+
+@contextlib.contextmanager
+def open_image(path: Path) -> Iterator[PILImage]:
+    """``PIL.Image.open(path)`` with its errors as :class:`DatasetLayoutError` naming ``path``.
+
+    Images over ``PIL.Image.MAX_IMAGE_PIXELS`` raise :class:`ImageTooLargeError` before any
+    pixel is decoded (PIL only warns between one and two times the limit; that is refused too).
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            handle = Image.open(path)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL: "Image size (N pixels) ..."
+        pixels = int(found.group(1)) if found else None
+        raise ImageTooLargeError(path, pixels, Image.MAX_IMAGE_PIXELS or 0) from err
+    except (OSError, UnidentifiedImageError) as err:
+        raise DatasetLayoutError(f"cannot read image {path}: {err}") from err
+    with handle:
+        try:
+            yield handle
+        except (OSError, UnidentifiedImageError) as err:  # truncated or corrupt pixel data
+            raise DatasetLayoutError(f"cannot read image {path}: {err}") from err
+
+
 def image_files(folder: Path) -> list[Path]:
     """Image files directly in ``folder``, sorted by name."""
     if not folder.is_dir():
@@ -41,16 +91,13 @@ def image_files(folder: Path) -> list[Path]:
 
 
 def _read_rgb(path: Path, size: tuple[int, int] | None) -> Tensor:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
-    try:
-        with Image.open(path) as handle:
-            image = handle.convert("RGB")
-            if size is not None and image.size != (size[1], size[0]):
-                image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
-            array = np.asarray(image, dtype=np.float32) / 255.0
-    except (OSError, UnidentifiedImageError) as err:
-        raise DatasetLayoutError(f"cannot read image {path}: {err}") from err
+    with open_image(path) as handle:
+        image = handle.convert("RGB")
+        if size is not None and image.size != (size[1], size[0]):
+            image = image.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+        array = np.asarray(image, dtype=np.float32) / 255.0
     return torch.from_numpy(array.copy()).permute(2, 0, 1)
 
 
@@ -68,9 +115,7 @@ def load_images(paths: Sequence[Path], size: tuple[int, int] | None = None) -> T
 
 
 def _read_mask(path: Path, size: tuple[int, int], image: Path) -> Tensor:
-    from PIL import Image
-
-    with Image.open(path) as handle:
+    with open_image(path) as handle:
         mask = handle.convert("L")
         if size is not None and mask.size != (size[1], size[0]):
             raise DatasetLayoutError(
@@ -158,9 +203,7 @@ def read_category(
 
 
 def _test_item(root: Path, defect: str, path: Path, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
-    from PIL import Image
-
-    with Image.open(path) as handle:
+    with open_image(path) as handle:
         original = (handle.size[1], handle.size[0])
     image = _read_rgb(path, size)
     if defect == GOOD:

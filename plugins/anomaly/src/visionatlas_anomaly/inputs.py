@@ -5,11 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["InvalidImagesError", "check_images"]
+__all__ = ["ImageSizeError", "InvalidImagesError", "check_image_size", "check_images"]
 
 
 class InvalidImagesError(ValueError):
     """Images are not a ``(N, 3, H, W)`` floating-point tensor with values in [0, 1]."""
+
+
+class ImageSizeError(InvalidImagesError):
+    """Images are not the size the detector was fitted at."""
 
 
 def check_images(images: object, what: str = "images") -> Tensor:
@@ -48,4 +52,17 @@ def check_images(images: object, what: str = "images") -> Tensor:
                 f"{what} must have values in [0, 1], got values in "
                 f"[{low.item():.4g}, {high.item():.4g}]"
             )
+    return images
+
+
+def check_image_size(images: Tensor, size: tuple[int, int], what: str = "images") -> Tensor:
+    """Return ``images`` if they are ``size`` = ``(H, W)``, the size the detector was fitted at."""
+    height, width = images.shape[-2:]
+    if (height, width) != tuple(size):
+        raise ImageSizeError(
+            f"{what} are {height}x{width} (HxW) but the detector was fitted on "
+            f"{size[0]}x{size[1]} images, and scores are only calibrated at that size; resize "
+            "them alike (detector.resize(images), or detector.read_images(files) for image "
+            "files), or pass any_size=True if their content has the training images' scale"
+        )
     return images

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,11 @@ from torch import Tensor, nn
 
 from visionatlas_anomaly.calibration import ScaleStatistics
 from visionatlas_anomaly.config import UninformedStudentsConfig
-from visionatlas_anomaly.inputs import check_images
+from visionatlas_anomaly.devices import resolve_device
+from visionatlas_anomaly.errors import FitDivergedError, NonFiniteError
+from visionatlas_anomaly.inputs import check_image_size, check_images
 from visionatlas_anomaly.networks import PatchNetwork
+from visionatlas_anomaly.preprocessing import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from visionatlas_anomaly.training import (
     descriptor_statistics,
     load_distillation_network,
@@ -32,8 +36,6 @@ __all__ = [
     "build_uninformed_students",
 ]
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 STATISTICS_IMAGES = 16
 """Training images (at most) whose teacher descriptors give the normalization statistics."""
 
@@ -51,7 +53,7 @@ class AnomalyPrediction:
     scores: Tensor
     """``(N,)`` image scores: the maximum of each map."""
     threshold: float
-    """Image-score threshold calibrated on held-out normal images."""
+    """Image-score threshold calibrated on held-out normal images (always finite)."""
 
     @property
     def is_anomalous(self) -> Tensor:
@@ -89,7 +91,9 @@ class UninformedStudents(nn.Module):
     """Student-teacher anomaly detection (Bergmann et al., CVPR 2020).
 
     ``forward(images)`` returns ``(N, H, W)`` anomaly maps; :meth:`fit` trains on normal
-    images and :meth:`predict` adds image scores and the calibrated threshold.
+    images and :meth:`predict` adds image scores and the calibrated threshold. A fitted
+    detector scores images of the size it was fitted at (:attr:`image_size`) and refuses
+    others with :class:`~visionatlas_anomaly.inputs.ImageSizeError` unless ``any_size=True``.
     """
 
     def __init__(self, config: UninformedStudentsConfig | None = None) -> None:
@@ -118,7 +122,8 @@ class UninformedStudents(nn.Module):
             "_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
         )
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.threshold: float | None = None
+        self._threshold: float | None = None
+        self._preprocessing: Preprocessing | None = None
         self.teacher_source: str | None = None
         self.fit_report: FitReport | None = None
         self.requires_grad_(False)
@@ -131,6 +136,44 @@ class UninformedStudents(nn.Module):
     @property
     def fitted(self) -> bool:
         return self.threshold is not None
+
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated image-score threshold (``None`` before :meth:`fit`); always finite."""
+        return self._threshold
+
+    @threshold.setter
+    def threshold(self, value: float | None) -> None:
+        given: object = value  # also checked at run time (files, user code)
+        if given is None:
+            self._threshold = None
+            return
+        if isinstance(given, bool) or not isinstance(given, numbers.Real):
+            raise TypeError(f"threshold must be a finite number or None, got {given!r}")
+        if not math.isfinite(given):
+            raise NonFiniteError(
+                f"threshold must be a finite number, got {given}; a detector with a NaN or "
+                "infinite threshold would call every image normal (or anomalous)"
+            )
+        self._threshold = float(given)
+
+    @property
+    def preprocessing(self) -> Preprocessing | None:
+        """The fitted image size and normalization (``None`` before :meth:`fit`, or when
+        loaded from a file saved before version 3 of the format)."""
+        return self._preprocessing
+
+    @preprocessing.setter
+    def preprocessing(self, value: Preprocessing | None) -> None:
+        mean, std = (IMAGENET_MEAN, IMAGENET_STD) if value is None else (value.mean, value.std)
+        self._mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
+        self._std.copy_(torch.tensor(std).view(1, 3, 1, 1))
+        self._preprocessing = value
+
+    @property
+    def image_size(self) -> tuple[int, int] | None:
+        """``(H, W)`` of the images the detector was fitted on, or ``None`` if unknown."""
+        return None if self._preprocessing is None else self._preprocessing.image_size
 
     @property
     def device(self) -> torch.device:
@@ -181,15 +224,23 @@ class UninformedStudents(nn.Module):
             maps = gaussian_blur(maps[:, None], [kernel, kernel], [sigma, sigma])[:, 0]
         return maps
 
-    def forward(self, images: Tensor) -> Tensor:
-        """``(N, 3, H, W)`` images in [0, 1] -> ``(N, H, W)`` anomaly maps."""
+    def _check_input(self, images: Tensor, any_size: bool) -> None:
         check_images(images)
+        if not any_size and self.image_size is not None:
+            check_image_size(images, self.image_size)
+
+    def forward(self, images: Tensor, *, any_size: bool = False) -> Tensor:
+        """``(N, 3, H, W)`` images in [0, 1] -> ``(N, H, W)`` anomaly maps.
+
+        Once fitted, ``H, W`` must be :attr:`image_size` unless ``any_size`` is set.
+        """
+        self._check_input(images, any_size)
         return self._maps(images.to(self._mean.dtype))
 
     @torch.no_grad()
-    def anomaly_maps(self, images: Tensor) -> Tensor:
+    def anomaly_maps(self, images: Tensor, *, any_size: bool = False) -> Tensor:
         """Anomaly maps computed in chunks of ``inference_batch_size`` (returned on CPU)."""
-        check_images(images)
+        self._check_input(images, any_size)
         was_training = self.training
         self.eval()
         maps = [
@@ -199,17 +250,48 @@ class UninformedStudents(nn.Module):
         self.train(was_training)
         return torch.cat(maps)
 
-    def predict(self, images: Tensor) -> AnomalyPrediction:
-        """Anomaly maps, image scores (map maxima) and the calibrated threshold."""
-        if self.threshold is None:
+    def predict(self, images: Tensor, *, any_size: bool = False) -> AnomalyPrediction:
+        """Anomaly maps, image scores (map maxima) and the calibrated threshold.
+
+        ``images`` must have the fitted :attr:`image_size` unless ``any_size`` is set: scores
+        are calibrated at that size (see :meth:`resize` and :meth:`read_images`). Raises
+        :class:`~visionatlas_anomaly.errors.NonFiniteError` rather than return a NaN score.
+        """
+        threshold = self.threshold
+        if threshold is None:
             raise NotFittedError(
                 "this UninformedStudents detector is not fitted; call fit(normal_images) or "
                 "load a fitted one with UninformedStudents.load(path)"
             )
-        maps = self.anomaly_maps(images)
-        return AnomalyPrediction(
-            anomaly_maps=maps, scores=maps.flatten(1).amax(dim=1), threshold=self.threshold
+        maps = self.anomaly_maps(images, any_size=any_size)
+        scores = maps.flatten(1).amax(dim=1)
+        bad = (~torch.isfinite(scores)).nonzero().flatten().tolist()
+        if bad:
+            raise NonFiniteError(
+                f"the anomaly maps of images {bad} (0-based) hold NaN or infinite values though "
+                "the images are finite: the detector's weights or statistics are damaged; fit "
+                "it again"
+            )
+        return AnomalyPrediction(anomaly_maps=maps, scores=scores, threshold=threshold)
+
+    def resize(self, images: Tensor) -> Tensor:
+        """``images`` resized to the fitted :attr:`image_size` (bilinear, antialiased like
+        PIL's when shrinking); unchanged if they have it or the size is unknown."""
+        check_images(images)
+        size = self.image_size
+        if size is None or tuple(images.shape[-2:]) == size:
+            return images
+        resized = torch.nn.functional.interpolate(
+            images, size=size, mode="bilinear", align_corners=False, antialias=True
         )
+        return resized.clamp(0.0, 1.0)
+
+    def read_images(self, paths: Sequence[str | Path]) -> Tensor:
+        """Read image files as the detector was fitted: RGB in [0, 1], resized to
+        :attr:`image_size` (at their own size, which must agree, if it is unknown)."""
+        from visionatlas_anomaly.data import load_images
+
+        return load_images([Path(p) for p in paths], self.image_size)
 
     # -- fitting ----------------------------------------------------------------------------
     def fit(
@@ -226,9 +308,13 @@ class UninformedStudents(nn.Module):
             train, validation = self._split(normal_images)
         else:
             check_images(validation_images, "validation_images")
+            height, width = normal_images.shape[-2:]
+            check_image_size(validation_images, (height, width), "validation_images")
             train, validation = normal_images, validation_images
+        device = resolve_device(cfg.device)
         start = time.perf_counter()
-        device = torch.device(cfg.device)
+        self.threshold = None  # a fit that fails leaves the detector unfitted
+        self.preprocessing = None
         self.to(device)
         train = train.to(device, torch.float32)
         validation = validation.to(device, torch.float32)
@@ -253,6 +339,12 @@ class UninformedStudents(nn.Module):
                 mean, std = descriptor_statistics(
                     teacher, subset, self._normalize, cfg.inference_batch_size
                 )
+                if not bool(torch.isfinite(torch.cat([mean, std])).all()):
+                    raise FitDivergedError(
+                        f"teacher training for patch size {p}",
+                        "the teacher's descriptors of the training images are NaN or infinite; "
+                        "lower teacher_lr",
+                    )
                 stats.descriptor_mean.copy_(mean)
                 stats.descriptor_std.copy_(std)
                 students = self._students(p)
@@ -266,6 +358,8 @@ class UninformedStudents(nn.Module):
                     student.requires_grad_(False)
         self.eval()
         self._calibrate(validation)
+        height, width = train.shape[-2:]
+        self.preprocessing = Preprocessing(image_size=(height, width))
         self.teacher_source = source
         report.seconds = time.perf_counter() - start
         self.fit_report = report
@@ -293,19 +387,42 @@ class UninformedStudents(nn.Module):
                 error, variance = self._raw_scale(chunk, p)
                 stats.add(error_sums, error)
                 stats.add(variance_sums, variance)
+            error_moments, variance_moments = (
+                stats.moments(error_sums),
+                stats.moments(variance_sums),
+            )
+            if not bool(torch.isfinite(torch.cat([error_moments, variance_moments])).all()):
+                raise FitDivergedError(
+                    "calibration",
+                    f"the score statistics of patch size {p} on the held-out images are NaN or "
+                    "infinite (the trained networks give non-finite outputs); lower teacher_lr "
+                    "or student_lr",
+                )
             shape = stats.error_moments.shape
-            stats.error_moments.copy_(stats.moments(error_sums).view(shape))
-            stats.variance_moments.copy_(stats.moments(variance_sums).view(shape))
+            stats.error_moments.copy_(error_moments.view(shape))
+            stats.variance_moments.copy_(variance_moments.view(shape))
         scores = self.anomaly_maps(validation).flatten(1).amax(dim=1)
-        self.threshold = float(torch.quantile(scores.double(), self.config.threshold_quantile))
+        threshold = float(torch.quantile(scores.double(), self.config.threshold_quantile))
+        if not math.isfinite(threshold):
+            raise FitDivergedError(
+                "calibration",
+                f"the threshold from the held-out image scores is {threshold}; lower teacher_lr "
+                "or student_lr",
+            )
+        self.threshold = threshold
 
     # -- persistence ------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        """JSON-ready description of the detector (config, threshold, training summary)."""
+        """JSON-ready description of the detector (config, preprocessing, threshold, training
+        summary)."""
+        preprocessing = self.preprocessing
         return {
             "format": FORMAT,
             "architecture": "uninformed_students_resnet18",
             "config": self.config.model_dump(mode="json"),
+            "preprocessing": None
+            if preprocessing is None
+            else preprocessing.model_dump(mode="json"),
             "threshold": self.threshold,
             "teacher_source": self.teacher_source,
             "fit": None if self.fit_report is None else self.fit_report.as_dict(),
@@ -326,7 +443,10 @@ class UninformedStudents(nn.Module):
         return load_detector(Path(path), device=device)
 
 
-FORMAT = "visionatlas-anomaly/uninformed-students/2"
+FORMAT = "visionatlas-anomaly/uninformed-students/3"
+"""Format 3 adds the preprocessing (fitted image size, normalization) to format 2."""
+LEGACY_FORMATS = ("visionatlas-anomaly/uninformed-students/2",)
+"""Formats still read: they load without preprocessing (images are scored at their own size)."""
 
 
 @contextlib.contextmanager

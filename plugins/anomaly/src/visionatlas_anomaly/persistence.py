@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
+import warnings
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
+from torch import Tensor
 
-from visionatlas_anomaly.config import UninformedStudentsConfig
-from visionatlas_anomaly.model import FORMAT, UninformedStudents
+from visionatlas_anomaly.config import UninformedStudentsConfig, validation_summary
+from visionatlas_anomaly.devices import resolve_device
+from visionatlas_anomaly.errors import DetectorFileError, NonFiniteError, UnknownImageSizeWarning
+from visionatlas_anomaly.model import FORMAT, LEGACY_FORMATS, UninformedStudents
+from visionatlas_anomaly.preprocessing import Preprocessing
 
 __all__ = ["load_detector", "save_detector"]
 
@@ -18,9 +25,25 @@ METADATA = "config.json"
 _HEADER_KEY = "visionatlas"
 
 
+def _non_finite(tensors: dict[str, Tensor]) -> list[str]:
+    return sorted(k for k, v in tensors.items() if v.is_floating_point() and not v.isfinite().all())
+
+
 def save_detector(detector: UninformedStudents, path: Path) -> Path:
-    """Write ``detector`` to ``path``: a ``.safetensors`` file, else a directory."""
+    """Write ``detector`` to ``path``: a ``.safetensors`` file, else a directory.
+
+    Refuses (:class:`~visionatlas_anomaly.errors.NonFiniteError`) a NaN or infinite
+    threshold or tensor.
+    """
     tensors = {k: v.detach().cpu().contiguous() for k, v in detector.state_dict().items()}
+    threshold = detector.threshold
+    if threshold is not None and not math.isfinite(threshold):
+        raise NonFiniteError(f"refusing to save a detector whose threshold is {threshold}")
+    bad = _non_finite(tensors)
+    if bad:
+        raise NonFiniteError(
+            f"refusing to save a detector with NaN or infinite values in {', '.join(bad)}"
+        )
     metadata = detector.metadata()
     if path.suffix == ".safetensors":
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,19 +79,65 @@ def _read(path: Path) -> tuple[dict[str, Any], Path]:
 
 
 def load_detector(path: Path, *, device: str | None = None) -> UninformedStudents:
-    """Rebuild a detector saved by :func:`save_detector`."""
+    """Rebuild a detector saved by :func:`save_detector`.
+
+    ``device`` (default: the saved one) must be usable here, else
+    :class:`~visionatlas_anomaly.errors.DeviceError`. A NaN or infinite threshold or
+    tensor, or an invalid config or preprocessing, raises
+    :class:`~visionatlas_anomaly.errors.DetectorFileError`. Files of format 2 (no stored
+    preprocessing) load with a :class:`~visionatlas_anomaly.errors.UnknownImageSizeWarning`.
+    """
     metadata, tensor_file = _read(path)
-    if metadata.get("format") != FORMAT:
+    form = metadata.get("format")
+    if form != FORMAT and form not in LEGACY_FORMATS:
         raise ValueError(
-            f"{path} has format {metadata.get('format')!r}; this version reads {FORMAT!r} "
-            "only (fit the detector again with this version to get a file it can load)"
+            f"{path} has format {form!r}; this version reads {FORMAT!r} and "
+            f"{', '.join(map(repr, LEGACY_FORMATS))} only (fit the detector again with this "
+            "version to get a file it can load)"
         )
+    if device is not None:
+        resolve_device(device)
     settings = dict(metadata["config"])
     if device is not None:
         settings["device"] = device
-    config = UninformedStudentsConfig.model_validate(settings)
+    try:
+        config = UninformedStudentsConfig.model_validate(settings)
+    except ValidationError as err:
+        raise DetectorFileError(
+            f"{path} holds an invalid config: {validation_summary(err)}"
+        ) from err
+    target = resolve_device(
+        config.device, hint=" (the saved device; pass device='cpu' or --device cpu)"
+    )
     detector = UninformedStudents(config)
-    detector.load_state_dict(load_file(str(tensor_file), device="cpu"))
-    detector.threshold = metadata.get("threshold")
+    tensors = load_file(str(tensor_file), device="cpu")
+    bad = _non_finite(tensors)
+    if bad:
+        raise DetectorFileError(f"{path} is damaged: NaN or infinite values in {', '.join(bad)}")
+    detector.load_state_dict(tensors)
+    threshold = metadata.get("threshold")
+    try:
+        detector.threshold = threshold
+    except (TypeError, NonFiniteError) as err:
+        raise DetectorFileError(
+            f"{path} has threshold {threshold!r}; a saved detector's threshold must be a "
+            "finite number (or null when unfitted)"
+        ) from err
+    raw = metadata.get("preprocessing")
+    if raw is not None:
+        try:
+            detector.preprocessing = Preprocessing.model_validate(raw)
+        except ValidationError as err:
+            raise DetectorFileError(
+                f"{path} holds invalid preprocessing: {validation_summary(err)}"
+            ) from err
+    elif detector.fitted:
+        warnings.warn(
+            f"{path} does not record the image size the detector was fitted at (saved before "
+            f"format {FORMAT.rsplit('/', 1)[-1]}); images are scored at their own size, so "
+            "give it images of its training size",
+            UnknownImageSizeWarning,
+            stacklevel=3,
+        )
     detector.teacher_source = metadata.get("teacher_source")
-    return detector.to(config.device).eval()
+    return detector.to(target).eval()

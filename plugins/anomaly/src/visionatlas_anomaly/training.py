@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,6 +15,7 @@ from tqdm.auto import tqdm  # type: ignore[import-untyped]
 
 from visionatlas.errors import PretrainedWeightsError
 from visionatlas_anomaly.config import UninformedStudentsConfig
+from visionatlas_anomaly.errors import FitDivergedError
 from visionatlas_anomaly.losses import (
     compactness_loss,
     distillation_loss,
@@ -121,6 +123,20 @@ def _noisy(crops: Tensor, std: float, generator: torch.Generator) -> Tensor:
     return (crops + noise).clamp(0.0, 1.0)
 
 
+def _check_loss(value: float, stage: str, step: int, steps: int, remedy: str) -> None:
+    if not math.isfinite(value):
+        raise FitDivergedError(
+            stage, f"the loss became {value} at step {step + 1} of {steps}; {remedy}"
+        )
+
+
+def _check_weights(parameters: Iterable[Tensor], stage: str, lr_option: str) -> None:
+    if not all(bool(torch.isfinite(p).all()) for p in parameters):
+        raise FitDivergedError(
+            stage, f"the weights became NaN or infinite after the last step; lower {lr_option}"
+        )
+
+
 def load_distillation_network(config: UninformedStudentsConfig) -> nn.Module | None:
     """The pretrained ResNet-18 to distil, or ``None`` (with a warning) when unavailable.
 
@@ -161,7 +177,8 @@ def train_teacher(
     """Train ``teacher`` in place; return its loss per step.
 
     With ``resnet`` the loss is ``w_k L_k + w_m L_m + w_c L_c`` over patches (the paper);
-    without it, ``w_m L_m + w_c L_c`` over dense descriptors of image crops.
+    without it, ``w_m L_m + w_c L_c`` over dense descriptors of image crops. A NaN or
+    infinite loss or weight raises :class:`~visionatlas_anomaly.errors.FitDivergedError`.
     """
     steps = config.teacher_steps
     if steps == 0:
@@ -180,20 +197,24 @@ def train_teacher(
     optimizer = torch.optim.Adam(parameters, lr=config.teacher_lr, weight_decay=config.weight_decay)
     scheduler = _schedule(optimizer, steps, config)
     teacher.train()
+    kind = "self-supervised teacher training" if resnet is None else "teacher distillation"
+    stage = f"{kind} for patch size {p}"
     losses: list[float] = []
     with _bar(steps, f"teacher {label}", config.progress) as bar:
-        for _ in range(steps):
+        for step in range(steps):
             if resnet is not None and decoder is not None:
                 loss = _distillation_step(teacher, decoder, resnet, sampler, config, normalize)
             else:
                 loss = _self_supervised_step(teacher, sampler, config, normalize)
+            losses.append(float(loss.detach()))
+            _check_loss(losses[-1], stage, step, steps, "lower teacher_lr or the loss weights")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
+    _check_weights(teacher.parameters(), stage, "teacher_lr")
     teacher.eval()
     return losses
 
@@ -291,7 +312,10 @@ def train_students(
     *,
     label: str,
 ) -> list[float]:
-    """Train every student to regress the teacher's normalized descriptors (in place)."""
+    """Train every student to regress the teacher's normalized descriptors (in place).
+
+    A NaN or infinite loss or weight raises :class:`~visionatlas_anomaly.errors.FitDivergedError`.
+    """
     crop = config.student_crop(min(images.shape[-2:]))
     sampler = CropSampler.for_images(images, teacher.patch_size, crop, generator)
     parameters = [param for student in students for param in student.parameters()]
@@ -300,22 +324,26 @@ def train_students(
     scale = (mean[None, :, None, None], std[None, :, None, None])
     for student in students:
         student.train()
+    stage = f"student training for patch size {teacher.patch_size}"
+    steps = config.student_steps
     losses: list[float] = []
-    with _bar(config.student_steps, f"students {label}", config.progress) as bar:
-        for _ in range(config.student_steps):
+    with _bar(steps, f"students {label}", config.progress) as bar:
+        for step in range(steps):
             crops = normalize(sampler.sample(config.batch_size))
             with torch.no_grad():
                 target = (teacher.dense_valid(crops) - scale[0]) / scale[1]
             loss = torch.stack(
                 [student_regression_loss(s.dense_valid(crops), target) for s in students]
             ).sum()
+            losses.append(float(loss.detach()) / len(students))
+            _check_loss(losses[-1], stage, step, steps, "lower student_lr")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             scheduler.step()
-            losses.append(float(loss.detach()) / len(students))
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
             bar.update()
+    _check_weights(parameters, stage, "student_lr")
     for student in students:
         student.eval()
     return losses
