@@ -112,7 +112,8 @@ def test_freeze_backbone_freezes_exactly_the_backbone(task: str, name: str) -> N
 @pytest.mark.parametrize(("task", "name"), ARCHITECTURES, ids=IDS)
 def test_builds_runs_and_reports_its_output_shape(task: str, name: str) -> None:
     torch.manual_seed(0)
-    model = va.create_model(task, name, num_classes=NUM_CLASSES).eval()
+    # with the value check on: the task's example inputs pass its own input contract
+    model = va.create_model(task, name, num_classes=NUM_CLASSES, check_inputs=True).eval()
     size = _input_size(task, name)
     inputs = va.get_catalog().example_inputs(task, batch_size=BATCH, input_size=(size, size))
     with torch.inference_mode():
@@ -127,3 +128,30 @@ def test_builds_runs_and_reports_its_output_shape(task: str, name: str) -> None:
     assert (info.task, info.architecture, info.num_classes) == (task, name, NUM_CLASSES)
     assert info.distribution is not None
     assert info.version is not None
+
+
+INPUT_KINDS = {
+    "classification": "image_batch",
+    "regression": "image_batch",
+    "segmentation": "image_batch",
+    "object_detection": "image_list",
+    "instance_segmentation": "image_list",
+}
+"""What the first-party tasks declare; other tasks may declare nothing (no check)."""
+DEMOS = [(task, _CATALOG.get_task(task).demo_architecture) for task in _CATALOG.list_tasks()]
+
+
+@pytest.mark.parametrize(("task", "name"), DEMOS, ids=[task for task, _ in DEMOS])
+def test_models_refuse_grey_images_with_the_task_contract(task: str, name: str | None) -> None:
+    kind = va.get_task(task).input_kind
+    assert kind == INPUT_KINDS.get(task, kind)
+    if kind is None or name is None:
+        pytest.skip(f"task {task!r} declares no input kind")
+    with torch.device("meta"):
+        model = va.create_model(task, name, num_classes=NUM_CLASSES)
+        grey = torch.rand(BATCH, 1, 64, 64)
+    check = va.input_check(model)
+    assert check is not None
+    assert (check.kind, check.values) == (kind, False)
+    with pytest.raises(va.InvalidInputError, match=f"{task}/{name} expects images as"):
+        model.eval()(grey if kind == "image_batch" else list(grey))

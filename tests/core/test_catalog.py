@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import pytest
 
 import visionatlas as va
@@ -98,3 +101,68 @@ def test_config_backbone_conflict_is_refused() -> None:
 def test_bad_config_type_is_refused() -> None:
     with pytest.raises(TypeError, match="mapping"):
         va.create_model("classification", "resnet18", config=42)  # type: ignore[arg-type]
+
+
+NONE: Any = None  # typed Any, as a caller without a type checker would pass it
+NUMBER: Any = 3
+
+NOT_NAMES: list[tuple[str, Callable[[], object], str, str]] = [
+    ("create_model task", lambda: va.create_model(NONE, "resnet18"), "task", "a task name"),
+    (
+        "create_model architecture",
+        lambda: va.create_model("classification", NONE),
+        "architecture",
+        "an architecture name",
+    ),
+    ("get_task", lambda: va.get_task(NONE), "name", "a task name"),
+    (
+        "get_architecture",
+        lambda: va.get_architecture("classification", NUMBER),
+        "name",
+        "an architecture name",
+    ),
+    ("list_architectures", lambda: va.list_architectures(NUMBER), "task", "None or a task name"),
+    ("pattern", lambda: va.list_architectures(pattern=NUMBER), "pattern", "None or a glob"),
+    ("list_backbones", lambda: va.list_backbones(pattern=NUMBER), "pattern", "None or a glob"),
+    ("get_backbone", lambda: va.get_backbone(NONE), "name", "a backbone name"),
+    ("create_backbone", lambda: va.create_backbone(NONE), "config", "a backbone name"),
+    (
+        "create_head",
+        lambda: va.create_head(NONE, in_features=2, num_outputs=2),
+        "name",
+        "a head name",
+    ),
+    (
+        "config_schema",
+        lambda: va.config_schema("regression", NONE),
+        "architecture",
+        "an architecture name",
+    ),
+    ("example_inputs", lambda: va.get_catalog().example_inputs(NONE), "task", "a task name"),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "call", "argument", "accepted"), NOT_NAMES, ids=[c for c, *_ in NOT_NAMES]
+)
+def test_arguments_that_are_not_names_get_a_clear_type_error(
+    case: str, call: Callable[[], object], argument: str, accepted: str
+) -> None:
+    with pytest.raises(va.InvalidArgumentError) as info:
+        call()
+    err = info.value
+    assert isinstance(err, TypeError)
+    assert isinstance(err, va.VisionAtlasError)
+    assert err.argument == argument
+    message = str(err)
+    assert message.startswith(f"{argument} must be {accepted}"), message
+    assert "got " in message
+
+
+def test_the_type_error_lists_what_is_available() -> None:
+    with pytest.raises(va.InvalidArgumentError, match="classification") as info:
+        va.create_model(NONE, NONE)
+    assert "got None (NoneType)" in str(info.value)
+    with pytest.raises(va.InvalidArgumentError, match="convnext_base") as arch:
+        va.get_architecture("classification", NONE)
+    assert "more)" in str(arch.value)  # a long list is cut short

@@ -431,3 +431,75 @@ def test_python_m_visionatlas() -> None:
     assert result.returncode == 2
     assert "did you mean 'resnet50'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- absurd sizes and bad pixels (issue 11) -----------------------------------------------------
+@pytest.mark.parametrize("size", ["100000", "4096x100000", "5000x224", "0"])
+def test_demo_refuses_absurd_input_sizes_with_one_error_line(
+    toy_catalog: Catalog, capsys: pytest.CaptureFixture[str], size: str
+) -> None:
+    code, out, err = run(capsys, "demo", "--input-size", size)
+    assert code == 2
+    assert out == ""
+    (line,) = err.splitlines()  # one line: what was wrong and what is accepted
+    assert line.startswith("visionatlas demo: error: argument --input-size:")
+    assert "from 1 to 4096" in line
+    assert repr(size) in line
+    assert "Traceback" not in err
+    assert "running" not in err  # nothing was built
+
+
+def test_export_refuses_absurd_input_sizes(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run(
+        capsys, "export", "classification", "resnet18", "--out", "x.onnx", "--input-size", "99999"
+    )
+    assert code == 2
+    (line,) = err.splitlines()
+    assert line.startswith("visionatlas export: error: argument --input-size:")
+    assert "from 1 to 4096" in line
+
+
+def test_demo_accepts_the_largest_size(
+    toy_catalog: Catalog, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, _ = run(capsys, "demo", "--task", "toy", "--input-size", "4096x8", "--repeats", "1")
+    assert code == 0
+
+
+def _nan_images(*, batch_size: int, input_size: tuple[int, int]) -> Tensor:
+    images = torch.rand(batch_size, 3, *input_size)
+    images[batch_size - 1, 0, 0, 0] = float("nan")
+    return images
+
+
+class _NanPlugin:
+    @hookimpl
+    def visionatlas_register_tasks(self, registry: Registrar) -> None:
+        registry.add_task(
+            TaskSpec(
+                name="nan",
+                display_name="Bad pixels",
+                example_inputs=_nan_images,
+                input_kind="image_batch",
+            )
+        )
+
+    @hookimpl
+    def visionatlas_register_architectures(self, registry: Registrar) -> None:
+        registry.add_architecture(
+            ArchitectureSpec(task="nan", name="tiny", builder=_tiny, default_num_classes=2)
+        )
+
+
+def test_cli_runs_models_with_the_value_check_on(capsys: pytest.CaptureFixture[str]) -> None:
+    catalog = Catalog(builtins=False, entry_points=False, plugins=[_NanPlugin()])
+    with use_catalog(catalog):
+        code, out, _ = run(capsys, "demo", "--input-size", "8", "--json")
+        assert code == 1
+        (result,) = json.loads(out)["results"]
+        assert result["error"].startswith("NonFiniteInputError: 1 image given to nan/tiny")
+        assert "images[1] has 1 NaN, 0 +inf and 0 -inf values" in result["error"]
+        code, out, _ = run(capsys, "demo", "--input-size", "8", "--json", "--no-check-inputs")
+        assert code == 0
+        (result,) = json.loads(out)["results"]
+        assert result["status"] == "ok"

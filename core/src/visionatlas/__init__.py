@@ -29,6 +29,9 @@ from visionatlas.catalog import BuildInfo, Catalog, get_catalog, set_catalog, us
 from visionatlas.errors import (
     DuplicateNameError,
     IncompatibleBackboneError,
+    InvalidArgumentError,
+    InvalidInputError,
+    NonFiniteInputError,
     PluginError,
     PretrainedWeightsError,
     ShapeInferenceError,
@@ -40,6 +43,7 @@ from visionatlas.errors import (
     VisionAtlasError,
 )
 from visionatlas.hookspecs import API_VERSION, hookimpl
+from visionatlas.inputs import InputCheck, checking_inputs, input_check
 from visionatlas.registry import PluginReport, Problem, Registrar
 from visionatlas.specs import (
     ArchitectureSpec,
@@ -56,6 +60,7 @@ if TYPE_CHECKING:
     from visionatlas.backbones.base import Backbone
     from visionatlas.checkpoint import (
         Checkpoint,
+        CheckpointBusyError,
         CheckpointError,
         CorruptCheckpointError,
         load_checkpoint,
@@ -86,8 +91,10 @@ if TYPE_CHECKING:
         rebuild_model,
     )
     from visionatlas.versioning.errors import (
+        DamagedEntryError,
         InvalidVersionError,
         RegistryError,
+        RegistryLockedError,
         UnknownModelError,
         UnknownVersionError,
         VersionExistsError,
@@ -109,6 +116,7 @@ _LAZY = {
     "infer_output_shape": "visionatlas.inspection",
     "summary": "visionatlas.inspection",
     "Checkpoint": "visionatlas.checkpoint",
+    "CheckpointBusyError": "visionatlas.checkpoint",
     "CheckpointError": "visionatlas.checkpoint",
     "CorruptCheckpointError": "visionatlas.checkpoint",
     "load_checkpoint": "visionatlas.checkpoint",
@@ -125,6 +133,8 @@ _LAZY = {
     "rebuild_model": "visionatlas.rebuild",
     "InvalidVersionError": "visionatlas.versioning.errors",
     "RegistryError": "visionatlas.versioning.errors",
+    "RegistryLockedError": "visionatlas.versioning.errors",
+    "DamagedEntryError": "visionatlas.versioning.errors",
     "UnknownModelError": "visionatlas.versioning.errors",
     "UnknownVersionError": "visionatlas.versioning.errors",
     "VersionExistsError": "visionatlas.versioning.errors",
@@ -156,10 +166,12 @@ __all__ = [
     "BuildInfo",
     "Catalog",
     "Checkpoint",
+    "CheckpointBusyError",
     "CheckpointError",
     "CommandSpec",
     "CompositionConfig",
     "CorruptCheckpointError",
+    "DamagedEntryError",
     "DuplicateNameError",
     "ExportError",
     "ExportResult",
@@ -167,6 +179,9 @@ __all__ = [
     "HeadSpec",
     "Hyperparameters",
     "IncompatibleBackboneError",
+    "InputCheck",
+    "InvalidArgumentError",
+    "InvalidInputError",
     "InvalidVersionError",
     "LayerInfo",
     "MissingPluginError",
@@ -174,6 +189,7 @@ __all__ = [
     "ModelEntry",
     "ModelRegistry",
     "ModelSummary",
+    "NonFiniteInputError",
     "PluginError",
     "PluginRef",
     "PluginReport",
@@ -181,6 +197,7 @@ __all__ = [
     "Problem",
     "Registrar",
     "RegistryError",
+    "RegistryLockedError",
     "ShapeInferenceError",
     "TaskSpec",
     "UnknownArchitectureError",
@@ -193,6 +210,7 @@ __all__ = [
     "VersionExistsError",
     "VisionAtlasError",
     "__version__",
+    "checking_inputs",
     "compose_model",
     "config_schema",
     "count_parameters",
@@ -207,6 +225,7 @@ __all__ = [
     "get_task",
     "hookimpl",
     "infer_output_shape",
+    "input_check",
     "list_architectures",
     "list_backbones",
     "list_heads",

@@ -38,12 +38,18 @@ def create_model(
     architecture: str,
     config: ModelConfig | Mapping[str, Any] | None = None,
     num_classes: int | None = None,
+    *,
+    check_inputs: bool = False,
 ) -> nn.Module:
     """Build ``architecture`` for ``task`` with a validated ``config``.
 
-    ``num_classes`` defaults to the architecture's ``default_num_classes``.
+    ``num_classes`` defaults to the architecture's ``default_num_classes``. The model
+    checks the type, shape and dtype of its images; ``check_inputs=True`` also refuses NaN
+    and infinite pixel values (see :func:`~visionatlas.input_check`).
     """
-    return get_catalog().create_model(task, architecture, config, num_classes)
+    return get_catalog().create_model(
+        task, architecture, config, num_classes, check_inputs=check_inputs
+    )
 
 
 def create_backbone(config: str | BackboneConfig | Mapping[str, Any], **overrides: Any) -> Backbone:

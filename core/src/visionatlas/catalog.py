@@ -18,13 +18,14 @@ from visionatlas._lazy import resolve
 from visionatlas._plugins import LoadedPlugins, load_plugins, programmatic_report
 from visionatlas.errors import (
     DuplicateNameError,
+    InvalidArgumentError,
     PluginError,
     UnknownArchitectureError,
     UnknownBackboneError,
     UnknownHeadError,
     UnknownTaskError,
 )
-from visionatlas.registry import PluginReport, Registrar
+from visionatlas.registry import PluginReport, Registrar, describe_error
 from visionatlas.specs import (
     ArchitectureSpec,
     BackboneSpec,
@@ -68,6 +69,23 @@ class BuildInfo:
 
 def _matches(name: str, pattern: str | None) -> bool:
     return pattern is None or fnmatch.fnmatchcase(name.lower(), pattern.lower())
+
+
+def _name(value: Any, argument: str, kind: str, available: Callable[[], Iterable[str]]) -> str:
+    """``value`` if it is a name (a str); else :class:`InvalidArgumentError` listing names."""
+    if isinstance(value, str):
+        return value
+    from visionatlas.errors import listing
+
+    raise InvalidArgumentError(
+        argument, value, f"{kind} name (a str; available: {listing(sorted(available()))})"
+    )
+
+
+def _optional_text(value: Any, argument: str, what: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise InvalidArgumentError(argument, value, f"None or {what} (a str)")
 
 
 class Catalog:
@@ -141,8 +159,8 @@ class Catalog:
                     f"plugin {label!r} takes a name registered from a script: {err}", plugin=label
                 ) from err
             report = rebuilt.reports[label]
-            if report.problems or not report.loaded:
-                details = "; ".join(str(p) for p in report.problems) or "it did not load"
+            if report.errors or not report.loaded:  # a warning (slow hook) is no failure
+                details = "; ".join(str(p) for p in report.errors) or "it did not load"
                 raise PluginError(
                     f"plugin {label!r} was not registered, it had problems: {details}",
                     plugin=label,
@@ -199,6 +217,8 @@ class Catalog:
         return sorted(names)
 
     def get_task(self, name: str) -> TaskSpec:
+        """Metadata of a task (its spec, or a bare one for a task with only architectures)."""
+        name = _name(name, "name", "a task", self.list_tasks)
         registry = self._state.registry
         if name in registry.tasks:
             return registry.tasks[name]
@@ -210,8 +230,9 @@ class Catalog:
         self, task: str | None = None, pattern: str | None = None
     ) -> list[ArchitectureSpec]:
         """Architecture specs, optionally for one task and matching a glob ``pattern``."""
+        pattern = _optional_text(pattern, "pattern", "a glob pattern")
         if task is not None:
-            self.get_task(task)
+            self.get_task(_name(task, "task", "None or a task", self.list_tasks))
         specs = [
             spec
             for (spec_task, name), spec in self._state.registry.architectures.items()
@@ -228,7 +249,11 @@ class Catalog:
 
     def get_architecture(self, task: str, name: str) -> ArchitectureSpec:
         """Metadata of one architecture (display name, parameters, hyperparameters, ...)."""
-        self.get_task(task)
+        return self._architecture(task, name, "name")
+
+    def _architecture(self, task: Any, name: Any, argument: str) -> ArchitectureSpec:
+        self.get_task(_name(task, "task", "a task", self.list_tasks))
+        name = _name(name, argument, "an architecture", lambda: self.list_architectures(task))
         spec = self._state.registry.architectures.get((task, name))
         if spec is None:
             raise UnknownArchitectureError(
@@ -239,6 +264,7 @@ class Catalog:
     def backbones(
         self, pattern: str | None = None, pretrained_only: bool = False
     ) -> list[BackboneSpec]:
+        pattern = _optional_text(pattern, "pattern", "a glob pattern")
         specs = [
             spec
             for name, spec in self._state.registry.backbones.items()
@@ -253,6 +279,8 @@ class Catalog:
         return [spec.name for spec in self.backbones(pattern, pretrained_only)]
 
     def get_backbone(self, name: str) -> BackboneSpec:
+        """Metadata of a backbone: channels, feature levels, parameters, weights."""
+        name = _name(name, "name", "a backbone", self._state.registry.backbones.keys)
         spec = self._state.registry.backbones.get(name)
         if spec is None:
             raise UnknownBackboneError(name, self._state.registry.backbones)
@@ -262,6 +290,8 @@ class Catalog:
         return sorted(self._state.registry.heads)
 
     def get_head(self, name: str) -> HeadSpec:
+        """Metadata of a registered head."""
+        name = _name(name, "name", "a head", self._state.registry.heads.keys)
         spec = self._state.registry.heads.get(name)
         if spec is None:
             raise UnknownHeadError(name, self._state.registry.heads)
@@ -287,7 +317,7 @@ class Catalog:
 
         Without a task-specific builder the batch is ``torch.rand(batch_size, 3, H, W)``.
         """
-        spec = self.get_task(task)
+        spec = self.get_task(_name(task, "task", "a task", self.list_tasks))
         if spec.example_inputs is None:
             import torch
 
@@ -307,7 +337,7 @@ class Catalog:
         """The config class an architecture validates its config with."""
         from visionatlas.config import ModelConfig
 
-        spec = self.get_architecture(task, architecture)
+        spec = self._architecture(task, architecture, "architecture")
         if spec.config_class is None:
             return ModelConfig
         cls = _load(spec.config_class, spec.provider, "config class")
@@ -334,9 +364,7 @@ class Catalog:
             return cls.model_validate(config.model_dump(exclude_unset=True))
         if isinstance(config, Mapping):
             return cls.model_validate(dict(config))
-        raise TypeError(
-            f"config must be None, a mapping or a {cls.__name__}, got {type(config).__name__}"
-        )
+        raise InvalidArgumentError("config", config, f"None, a mapping or a {cls.__name__}")
 
     def create_model(
         self,
@@ -344,9 +372,16 @@ class Catalog:
         architecture: str,
         config: ModelConfig | Mapping[str, Any] | None = None,
         num_classes: int | None = None,
+        *,
+        check_inputs: bool = False,
     ) -> nn.Module:
-        """Build ``architecture`` for ``task``; ``num_classes`` defaults to the architecture's."""
-        spec = self.get_architecture(task, architecture)
+        """Build ``architecture`` for ``task``; ``num_classes`` defaults to the architecture's.
+
+        When the task declares an ``input_kind``, the model checks the type, shape and dtype
+        of its images on every forward; ``check_inputs=True`` also checks that every pixel
+        value is finite (see :mod:`visionatlas.inputs`).
+        """
+        spec = self._architecture(task, architecture, "architecture")
         cfg = self.make_config(task, architecture, config)
         classes = _validated_num_classes(
             spec.default_num_classes if num_classes is None else num_classes
@@ -373,6 +408,13 @@ class Catalog:
             version=provider.version,
         )
         object.__setattr__(model, "visionatlas_info", info)  # a plain attribute, not state
+        kind = self.get_task(task).input_kind
+        if kind is not None:
+            from visionatlas.inputs import install_input_check
+
+            install_input_check(
+                model, kind, values=bool(check_inputs), label=f"{task}/{architecture}"
+            )
         return model
 
     def create_backbone(
@@ -390,9 +432,8 @@ class Catalog:
         elif isinstance(config, Mapping):
             cfg = BackboneConfig.model_validate({**config, **overrides})
         else:
-            raise TypeError(
-                "create_backbone expects a backbone name, a BackboneConfig or a mapping, "
-                f"got {type(config).__name__}"
+            raise InvalidArgumentError(
+                "config", config, "a backbone name (a str), a BackboneConfig or a mapping"
             )
         spec = self.get_backbone(cfg.model_name)
         builder = _load(spec.builder, spec.provider, "backbone builder")
@@ -423,10 +464,10 @@ def _script_registrar(state: LoadedPlugins, module: str) -> Registrar:
 def _load(reference: Any, provider: PluginRef | None, what: str) -> Any:
     try:
         return resolve(reference)
-    except Exception as err:
+    except (Exception, SystemExit) as err:  # sys.exit() in a plugin module is a failure too
         raise PluginError(
             f"cannot load the {what} {reference!r} of {provider or 'an unknown plugin'}: "
-            f"{type(err).__name__}: {err}",
+            f"{describe_error(err)}",
             plugin=provider.name if provider else None,
         ) from err
 

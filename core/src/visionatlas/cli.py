@@ -13,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from visionatlas import __version__
 from visionatlas._format import (
@@ -27,6 +27,7 @@ from visionatlas.catalog import Catalog, get_catalog
 from visionatlas.cli_registry import add_export_parser, add_registry_parser
 from visionatlas.demo import DemoResult, run_demo
 from visionatlas.errors import UnknownBackboneError, UnknownNameError, VisionAtlasError
+from visionatlas.inputs import checking_inputs
 from visionatlas.registry import PluginReport
 from visionatlas.specs import ArchitectureSpec, CommandSpec
 
@@ -40,6 +41,8 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 _GLOB_CHARS = frozenset("*?[")
 _NOTE_WIDTH = 60
 _ERROR_WIDTH = 70
+MAX_INPUT_SIZE = 4096
+"""The largest image side the command line accepts (``--input-size``)."""
 
 
 def _print_json(data: Any) -> None:
@@ -261,19 +264,21 @@ def _cmd_demo(args: argparse.Namespace, catalog: Catalog) -> int:
         import torchvision  # noqa: F401
     size = args.input_size
     results = []
-    for task in tasks:
-        if not args.json:
-            print(f"running {task} ...", file=sys.stderr, flush=True)
-        results.append(
-            run_demo(
-                catalog,
-                task,
-                batch_size=args.batch_size,
-                size=size,
-                repeats=args.repeats,
-                seed=args.seed,
+    with checking_inputs(args.check_inputs):
+        for task in tasks:
+            if not args.json:
+                print(f"running {task} ...", file=sys.stderr, flush=True)
+            results.append(
+                run_demo(
+                    catalog,
+                    task,
+                    batch_size=args.batch_size,
+                    size=size,
+                    repeats=args.repeats,
+                    seed=args.seed,
+                    check_inputs=args.check_inputs,
+                )
             )
-        )
     failed = [r for r in results if r.error]
     if args.json:
         _print_json(
@@ -385,11 +390,19 @@ def _input_size(text: str) -> tuple[int, int]:
         dims = []
     if len(dims) == 1:
         dims *= 2
-    if len(dims) != 2 or min(dims) < 1:
+    if len(dims) != 2 or not all(1 <= d <= MAX_INPUT_SIZE for d in dims):
         raise argparse.ArgumentTypeError(
-            f"expected a size such as 224 or HxW such as 224x160 (positive), got {text!r}"
+            "expected a size such as 224 or HxW such as 224x160, each side from 1 to "
+            f"{MAX_INPUT_SIZE}, got {text!r}"
         )
     return dims[0], dims[1]
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line, ``PROG COMMAND: error: ...`` (exit 2), without the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser(commands: Sequence[CommandSpec] = ()) -> argparse.ArgumentParser:
@@ -398,13 +411,15 @@ def build_parser(commands: Sequence[CommandSpec] = ()) -> argparse.ArgumentParse
     ``commands`` are plugin subcommands; they are listed in the help, and everything after
     their name is left to the plugin's own parser (see :func:`run_plugin_command`).
     """
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog=PROG,
         description="Browse the visionatlas catalog of vision architectures and run demos.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("-q", "--quiet", action="store_true", help="do not print plugin warnings")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
     pattern_help = "glob over names, e.g. 'resnet*'; without wildcards it matches as a substring"
 
     p = sub.add_parser(
@@ -471,7 +486,7 @@ def build_parser(commands: Sequence[CommandSpec] = ()) -> argparse.ArgumentParse
         type=_input_size,
         default=(224, 224),
         metavar="SIZE",
-        help="N or HxW (default: 224)",
+        help=f"N or HxW, sides from 1 to {MAX_INPUT_SIZE} (default: 224)",
     )
     p.add_argument(
         "--repeats",
@@ -480,6 +495,12 @@ def build_parser(commands: Sequence[CommandSpec] = ()) -> argparse.ArgumentParse
         help="timed forward passes after the warm-up (default: 3)",
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--no-check-inputs",
+        dest="check_inputs",
+        action="store_false",
+        help="skip the check for NaN and infinite pixel values (on by default)",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_cmd_demo)
 
@@ -581,7 +602,8 @@ def _main(argv: list[str]) -> int:
         except SystemExit as exit_:
             return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE
         try:
-            return run_plugin_command(catalog, name, rest)
+            with checking_inputs():
+                return run_plugin_command(catalog, name, rest)
         except VisionAtlasError as err:
             print(f"{PROG}: error: {err}", file=sys.stderr)
             return EXIT_USAGE if isinstance(err, UnknownNameError) else EXIT_FAILURE
@@ -592,7 +614,7 @@ def _main(argv: list[str]) -> int:
         return exit_.code if isinstance(exit_.code, int) else EXIT_USAGE if exit_.code else 0
     handler: Callable[[argparse.Namespace, Catalog], int] = args.handler
     try:
-        with _plugin_warnings(level):
+        with _plugin_warnings(level), checking_inputs():
             return handler(args, catalog)
     except UnknownNameError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -317,9 +317,10 @@ class CompositionConfig(BaseModel):
         default=None,
         ge=0.0,
         lt=1.0,
+        strict=True,
         description="Dropout before the head's final layer; default: the backbone family's",
     )
-    freeze_backbone: bool = Field(default=False, description="Train only the head")
+    freeze_backbone: bool = Field(default=False, strict=True, description="Train only the head")
 
 
 def is_composed(info: BuildInfo) -> bool:

@@ -1,7 +1,10 @@
 """Validated model and backbone configs (pydantic v2).
 
-Unknown keys are rejected. Task plugins extend :class:`ModelConfig` with their own fields
-(for example regression's ``num_outputs``) and name the subclass in their architecture's
+Unknown keys are rejected, and fields where coercion is a trap are strict: booleans accept
+only ``true``/``false`` and numbers only numbers (an int is fine for a float field), so a
+stored ``"pretrained": "true"`` or ``"dropout": "0.3"`` is an error, not a guess. Task
+plugins extend :class:`ModelConfig` with their own fields (for example regression's
+``num_outputs``, strict in the same way) and name the subclass in their architecture's
 ``config_class``; the core never needs to know those fields.
 """
 
@@ -12,7 +15,14 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-__all__ = ["BackboneConfig", "ModelConfig"]
+__all__ = ["MAX_NUM_CLASSES", "BackboneConfig", "ModelConfig", "validate_num_classes"]
+
+MAX_NUM_CLASSES = 1_000_000
+"""The largest ``num_classes`` (or ``num_outputs``) a model may have.
+
+Beyond it the final layer alone would need gigabytes (4 GB per 1,000 input features at the
+limit), so a larger count is taken for a mistake and refused before anything is allocated.
+"""
 
 
 class BackboneConfig(BaseModel):
@@ -21,13 +31,21 @@ class BackboneConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     model_name: str = Field(default="resnet50", min_length=1, description="Backbone key")
-    pretrained: bool = Field(default=False, description="Load pretrained weights")
+    pretrained: bool = Field(default=False, strict=True, description="Load pretrained weights")
     num_classes: int = Field(
-        default=0, ge=0, description="0 for a feature extractor; N adds a linear classifier"
+        default=0,
+        ge=0,
+        le=MAX_NUM_CLASSES,
+        strict=True,
+        description="0 for a feature extractor; N adds a linear classifier",
     )
-    drop_rate: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout rate")
+    drop_rate: float = Field(default=0.0, ge=0.0, lt=1.0, strict=True, description="Dropout rate")
     drop_path_rate: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="Stochastic depth rate (families that have it)"
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        strict=True,
+        description="Stochastic depth rate (families that have it)",
     )
     weights: str | None = Field(
         default=None,
@@ -50,12 +68,13 @@ class ModelConfig(BaseModel):
         default=None, description="Backbone key or config; default: the architecture's own"
     )
     head: str | None = Field(default=None, description="Head key; default: the task's head")
-    pretrained: bool = Field(default=False, description="Load pretrained weights")
-    freeze_backbone: bool = Field(default=False, description="Train only the head")
+    pretrained: bool = Field(default=False, strict=True, description="Load pretrained weights")
+    freeze_backbone: bool = Field(default=False, strict=True, description="Train only the head")
     dropout: float | None = Field(
         default=None,
         ge=0.0,
         lt=1.0,
+        strict=True,
         description="Dropout before the final layer; default: the backbone family's rate",
     )
     weights_path: Path | None = Field(default=None, description="Local weights file")
@@ -86,11 +105,16 @@ class ModelConfig(BaseModel):
 
 
 def validate_num_classes(value: Any) -> int:
-    """Validate ``num_classes`` (an int >= 1); raise a ``ValidationError`` naming it."""
+    """Validate ``num_classes``: an int from 1 to :data:`MAX_NUM_CLASSES`.
+
+    Raises a ``ValidationError`` naming ``num_classes`` and the bound that failed.
+    """
     return _NumClasses.model_validate({"num_classes": value}).num_classes
 
 
 class _NumClasses(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
+    model_config = ConfigDict(extra="forbid", strict=True, title="num_classes")
 
-    num_classes: int = Field(ge=1, description="Number of classes (outputs) of the model")
+    num_classes: int = Field(
+        ge=1, le=MAX_NUM_CLASSES, description="Number of classes (outputs) of the model"
+    )

@@ -91,8 +91,20 @@ def _preload(catalog: Catalog, task: str, architecture: str) -> None:
 
 
 def run_demo(
-    catalog: Catalog, task: str, *, batch_size: int, size: tuple[int, int], repeats: int, seed: int
+    catalog: Catalog,
+    task: str,
+    *,
+    batch_size: int,
+    size: tuple[int, int],
+    repeats: int,
+    seed: int,
+    check_inputs: bool = True,
 ) -> DemoResult:
+    """Build ``task``'s demo architecture and time it on a synthetic batch.
+
+    ``check_inputs`` builds the model with the value check on (see
+    :func:`visionatlas.create_model`). Errors are recorded in the result, not raised.
+    """
     import torch
 
     from visionatlas.inspection import count_parameters, infer_output_shape
@@ -103,7 +115,9 @@ def run_demo(
         _preload(catalog, task, result.architecture)
         torch.manual_seed(seed)
         start = time.perf_counter()
-        model: nn.Module = catalog.create_model(task, result.architecture)
+        model: nn.Module = catalog.create_model(
+            task, result.architecture, check_inputs=check_inputs
+        )
         result.build_s = time.perf_counter() - start
         model.eval()
         result.num_params = count_parameters(model, trainable_only=False)

@@ -12,6 +12,9 @@ from collections.abc import Iterable
 __all__ = [
     "DuplicateNameError",
     "IncompatibleBackboneError",
+    "InvalidArgumentError",
+    "InvalidInputError",
+    "NonFiniteInputError",
     "PluginError",
     "PretrainedWeightsError",
     "ShapeInferenceError",
@@ -28,8 +31,10 @@ class VisionAtlasError(Exception):
     """Base class of every error raised by visionatlas."""
 
 
-def close_matches(name: str, candidates: Iterable[str], n: int = 3) -> list[str]:
-    """Return up to ``n`` candidates that look like ``name`` (case-insensitive)."""
+def close_matches(name: object, candidates: Iterable[str], n: int = 3) -> list[str]:
+    """Up to ``n`` candidates that look like ``name`` (case-insensitive; none for a non-str)."""
+    if not isinstance(name, str):
+        return []
     pool = {c.lower(): c for c in candidates}
     return [pool[m] for m in difflib.get_close_matches(name.lower(), list(pool), n=n, cutoff=0.6)]
 
@@ -40,6 +45,28 @@ def _listing(names: list[str], limit: int = 12) -> str:
     shown = ", ".join(names[:limit])
     more = f", ... ({len(names) - limit} more)" if len(names) > limit else ""
     return shown + more
+
+
+def listing(names: Iterable[str], limit: int = 12) -> str:
+    """``names`` joined by commas, at most ``limit`` of them (then a count of the rest)."""
+    return _listing(list(names), limit)
+
+
+class InvalidArgumentError(VisionAtlasError, TypeError):
+    """An argument of the wrong type, such as ``task=None``; says what is accepted."""
+
+    def __init__(self, argument: str, value: object, accepted: str) -> None:
+        self.argument = argument
+        self.value = value
+        self.accepted = accepted
+        super().__init__(
+            f"{argument} must be {accepted}, got {_shown(value)} ({type(value).__name__})"
+        )
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class UnknownNameError(VisionAtlasError, LookupError):
@@ -120,3 +147,27 @@ class PretrainedWeightsError(VisionAtlasError, FileNotFoundError):
 
 class ShapeInferenceError(VisionAtlasError, RuntimeError):
     """Output shapes could not be inferred without running the model on real data."""
+
+
+class InvalidInputError(VisionAtlasError, ValueError, TypeError):
+    """Images given to a model do not fit its input contract (type, shape or dtype).
+
+    It subclasses both ``ValueError`` (a wrong shape) and ``TypeError`` (a wrong type or
+    dtype), so ``except`` clauses written for either keep working. ``index`` is the image's
+    position in the batch or list when one image is at fault, else ``None``.
+    """
+
+    def __init__(self, message: str, *, index: int | None = None) -> None:
+        self.index = index
+        super().__init__(message)
+
+
+class NonFiniteInputError(InvalidInputError):
+    """Images hold NaN or infinite pixel values (raised by the opt-in value check).
+
+    ``counts`` maps the index of each bad image to its ``(nan, +inf, -inf)`` counts.
+    """
+
+    def __init__(self, message: str, *, counts: dict[int, tuple[int, int, int]]) -> None:
+        self.counts = dict(counts)
+        super().__init__(message, index=min(self.counts) if self.counts else None)

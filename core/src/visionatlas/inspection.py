@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
-from visionatlas.errors import ShapeInferenceError
+from visionatlas.errors import InvalidInputError, ShapeInferenceError
 
 __all__ = [
     "LayerInfo",
@@ -86,6 +86,8 @@ def _run_on_meta(model: nn.Module, inputs: Any) -> Any:
     try:
         with torch.no_grad():
             return functional_call(model, state, args, strict=False)
+    except InvalidInputError:  # the model's input check: its message is the clearest
+        raise
     except Exception as err:
         shown = shapes_of(inputs) if not isinstance(inputs, tuple | torch.Size) else inputs
         raise ShapeInferenceError(

@@ -8,11 +8,13 @@ reference that is imported on first use.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 __all__ = [
+    "INPUT_KINDS",
     "ArchitectureSpec",
     "BackboneSpec",
     "Builder",
@@ -26,6 +28,15 @@ __all__ = [
 
 Builder = str | Callable[..., Any]
 """A callable, or a lazy ``"package.module:attribute"`` reference to one."""
+
+INPUT_KINDS: Mapping[str, str] = MappingProxyType(
+    {
+        "image_batch": "a float tensor of shape (N, 3, H, W)",
+        "image_list": "a list of float (3, H, W) tensors (sizes may differ) or a float "
+        "(N, 3, H, W) tensor",
+    }
+)
+"""The input kinds a task can declare (``TaskSpec.input_kind``) and what each accepts."""
 
 NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.\-]*$")
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
@@ -83,6 +94,11 @@ class TaskSpec:
     ``example_inputs`` builds a synthetic batch for the demo and for contract checks; it is
     called as ``example_inputs(batch_size=..., input_size=(h, w))``. When omitted, a batch of
     ``(N, 3, H, W)`` images in [0, 1] is used.
+
+    ``input_kind`` declares what the task's models take as their first ``forward`` argument,
+    one of :data:`INPUT_KINDS`: ``"image_batch"`` or ``"image_list"``. Models built by
+    ``create_model`` for such a task check their inputs against it (type, shape, dtype;
+    finite values on request). ``None`` (the default) declares nothing and installs no check.
     """
 
     name: str
@@ -91,6 +107,7 @@ class TaskSpec:
     demo_architecture: str | None = None
     example_inputs: Builder | None = None
     uses_num_classes: bool = True
+    input_kind: str | None = None
     provider: PluginRef | None = None
 
 

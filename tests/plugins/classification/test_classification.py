@@ -120,3 +120,48 @@ def test_backbone_config_in_model_config() -> None:
     config = va.ModelConfig(backbone=backbone)
     model = va.create_model("classification", "convnext_tiny", config, num_classes=2)
     assert model(torch.rand(1, 3, 64, 64)).shape == (1, 2)
+
+
+# -- input checks (issue 11) ----------------------------------------------------------------------
+BAD_IMAGES = [
+    ("grey", torch.rand(2, 1, 32, 32), "images have 1 channel (shape (2, 1, 32, 32))"),
+    ("rgba", torch.rand(2, 4, 32, 32), "images have 4 channels (shape (2, 4, 32, 32))"),
+    ("uint8", torch.zeros(2, 3, 32, 32, dtype=torch.uint8), "images have dtype torch.uint8"),
+]
+
+
+@pytest.mark.parametrize(("case", "images", "found"), BAD_IMAGES, ids=[c for c, *_ in BAD_IMAGES])
+def test_a_classifier_says_what_was_wrong_with_the_images(
+    case: str, images: torch.Tensor, found: str
+) -> None:
+    model = va.create_model("classification", "mobilenet_v3_small", num_classes=3).eval()
+    with pytest.raises(va.InvalidInputError) as info:
+        model(images)
+    message = str(info.value)
+    assert found in message
+    assert "expects images as a float tensor of shape (N, 3, H, W)" in message
+    assert message.startswith(found)
+
+
+def test_a_classifier_names_the_images_with_nan_when_asked() -> None:
+    images = torch.rand(3, 3, 32, 32)
+    images[2, :, 4, 4] = float("nan")
+    quiet = va.create_model("classification", "mobilenet_v3_small", num_classes=3).eval()
+    with torch.no_grad():
+        assert torch.isnan(quiet(images)[2]).all()  # silent without the check
+    model = va.create_model(
+        "classification", "mobilenet_v3_small", num_classes=3, check_inputs=True
+    ).eval()
+    with torch.no_grad(), pytest.raises(va.NonFiniteInputError, match=r"images\[2\] has 3 NaN"):
+        model(images)
+
+
+def test_torch_export_of_a_checked_classifier() -> None:
+    model = va.create_model(
+        "classification", "mobilenet_v3_small", num_classes=3, check_inputs=True
+    ).eval()
+    images = torch.rand(2, 3, 32, 32)
+    with va.checking_inputs():
+        program = va.export_program(model, input_size=32)
+    with torch.no_grad():
+        torch.testing.assert_close(program.module()(images), model(images))

@@ -38,6 +38,14 @@ INVALID: list[tuple[dict[str, Any], str]] = [
     ({"freeze_backbone": True, "trainable_backbone_layers": 2}, "set one"),
     ({"pretrained_scope": "head"}, "'full' or 'backbone'"),
     ({"min_sise": 300}, "Extra inputs are not permitted"),
+    # strings for numbers and booleans are refused, not coerced (issue 11)
+    ({"min_size": "800"}, "valid integer"),
+    ({"detections_per_img": 100.0}, "valid integer"),
+    ({"score_thresh": "0.5"}, "valid number"),
+    ({"frozen_batchnorm": "false"}, "valid boolean"),
+    ({"pretrained": "no"}, "valid boolean"),
+    ({"image_mean": ("0.5", 0.5, 0.5)}, "valid number"),
+    ({"image_std": (float("inf"), 0.2, 0.2)}, "finite number"),
 ]
 
 

@@ -116,6 +116,8 @@ def test_bad_targets_are_refused(
 BAD_IMAGES: list[tuple[str, Any, str]] = [
     ("uint8", [torch.zeros(3, 32, 32, dtype=torch.uint8)], "images[0] has dtype torch.uint8"),
     ("gray", [torch.rand(3, 32, 32), torch.rand(1, 32, 32)], "images[1] has shape (1, 32, 32)"),
+    ("rgba", [torch.rand(4, 32, 32)], "images[0] has shape (4, 32, 32)"),
+    ("gray batch", torch.rand(2, 1, 32, 32), "images have 1 channel (shape (2, 1, 32, 32))"),
     ("single image tensor", torch.rand(3, 32, 32), "wrap a single image in a list"),
     ("empty", [], "got no images"),
     ("numpy-like", "image.png", "got str"),
@@ -129,9 +131,10 @@ def test_bad_images_are_refused(
     model: torch.nn.Module, case: str, images: Any, expected: str
 ) -> None:
     model.eval()
-    with pytest.raises(DetectionInputError, match="list of float \\(3, H, W\\) tensors") as info:
+    with pytest.raises(va.InvalidInputError, match="list of float \\(3, H, W\\) tensors") as info:
         model(images)
     assert expected in str(info.value)
+    assert isinstance(info.value, ValueError)
 
 
 def test_training_forward_needs_targets(model: torch.nn.Module) -> None:
@@ -165,3 +168,16 @@ def test_valid_targets_pass_in_eval_too(
     bad = _edit(targets, 0, labels=torch.tensor([1, 9]))
     with pytest.raises(DetectionInputError, match="is 9"):
         model(images, bad)
+
+
+def test_nan_pixels_are_named_when_checked(model: torch.nn.Module) -> None:
+    images = [torch.rand(3, 64, 64), torch.rand(3, 48, 64)]
+    images[1][0, :2, :2] = float("nan")
+    images[1][1, 0, 0] = float("-inf")
+    model.eval()
+    with torch.no_grad(), va.checking_inputs(), pytest.raises(va.NonFiniteInputError) as info:
+        model(images)
+    assert info.value.counts == {1: (4, 0, 1)}
+    message = str(info.value)
+    assert "1 image given to object_detection/fcos holds non-finite pixel values" in message
+    assert "images[1] has 4 NaN, 0 +inf and 1 -inf values" in message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from pydantic import ValidationError
 
 import visionatlas as va
 
@@ -53,3 +54,24 @@ def test_learns_a_linear_target() -> None:
         optimizer.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.1
+
+
+# -- config strictness, class-count bound and input checks (issue 11) -----------------------------
+@pytest.mark.parametrize("value", ["2", 2.0, True])
+def test_num_outputs_must_be_an_int(value: object) -> None:
+    with pytest.raises(ValidationError) as info:
+        va.get_catalog().make_config("regression", "resnet18", {"num_outputs": value})
+    assert info.value.errors()[0]["loc"] == ("num_outputs",)
+    assert "valid integer" in info.value.errors()[0]["msg"]
+
+
+def test_a_regressor_refuses_grey_images_and_names_nan_ones() -> None:
+    model = va.create_model("regression", "mobilenet_v3_small", check_inputs=True).eval()
+    with pytest.raises(va.InvalidInputError, match=r"images have 1 channel \(shape"):
+        model(torch.rand(2, 1, 32, 32))
+    images = torch.rand(2, 3, 32, 32)
+    images[0, 0, 0, :2] = float("inf")
+    with torch.no_grad(), pytest.raises(va.NonFiniteInputError) as info:
+        model(images)
+    assert info.value.counts == {0: (0, 2, 0)}
+    assert "regression/mobilenet_v3_small" in str(info.value)

@@ -188,3 +188,41 @@ def test_torchvision_deeplabv3_keeps_its_rates() -> None:
     with torch.device("meta"):
         model = va.create_model(TASK, "deeplabv3_mobilenet")
     assert _rates(model) == [12, 24, 36]
+
+
+STRINGS_AND_NON_FINITE: list[tuple[dict[str, Any], tuple[Any, ...], str]] = [
+    ({"aux_loss": "false"}, ("aux_loss",), "valid boolean"),
+    ({"aux_loss_weight": "0.5"}, ("aux_loss_weight",), "valid number"),
+    ({"aux_loss_weight": float("inf")}, ("aux_loss_weight",), "finite number"),
+    ({"ignore_index": "255"}, ("ignore_index",), "valid integer"),
+    ({"ignore_index": 255.0}, ("ignore_index",), "valid integer"),
+    ({"class_weights": ["1", 2.0]}, ("class_weights", 0), "valid number"),
+    ({"class_weights": [1.0, float("nan")]}, ("class_weights", 1), "finite number"),
+    ({"label_smoothing": "0.1"}, ("label_smoothing",), "valid number"),
+    ({"trainable_backbone_layers": "2"}, ("trainable_backbone_layers",), "valid integer"),
+    ({"atrous_rates": [6.0, 12, 18]}, ("atrous_rates", 0), "valid integer"),
+]
+
+
+@pytest.mark.parametrize(
+    ("config", "loc", "accepted"),
+    STRINGS_AND_NON_FINITE,
+    ids=[str(c) for c, _, _ in STRINGS_AND_NON_FINITE],
+)
+def test_strings_and_non_finite_numbers_are_refused(
+    config: dict[str, Any], loc: tuple[Any, ...], accepted: str
+) -> None:
+    with pytest.raises(ValidationError) as info:
+        va.get_catalog().make_config(TASK, "deeplabv3", config)
+    (error,) = info.value.errors()
+    assert error["loc"] == loc
+    assert accepted in error["msg"]
+
+
+def test_json_numbers_are_accepted() -> None:
+    config = va.get_catalog().make_config(
+        TASK, "deeplabv3", {"aux_loss_weight": 1, "class_weights": [1, 0.5], "atrous_rates": [3]}
+    )
+    assert isinstance(config, DeepLabV3Config)
+    assert config.aux_loss_weight == 1.0
+    assert config.class_weights == (1.0, 0.5)

@@ -190,3 +190,44 @@ def test_class_weights_must_match_num_classes() -> None:
         va.create_model(
             TASK, "fcn", {"backbone": "resnet18", "class_weights": [1, 2]}, num_classes=NUM_CLASSES
         )
+
+
+@pytest.mark.parametrize(
+    ("images", "found"),
+    [
+        (torch.rand(2, 1, 32, 48), "images have 1 channel (shape (2, 1, 32, 48))"),
+        (torch.rand(2, 4, 32, 48), "images have 4 channels (shape (2, 4, 32, 48))"),
+    ],
+    ids=["grey", "rgba"],
+)
+def test_grey_and_rgba_images_are_refused_before_the_backbone(
+    model: SegmentationModel, images: torch.Tensor, found: str
+) -> None:
+    with pytest.raises(va.InvalidInputError) as info:
+        model(images)
+    message = str(info.value)
+    assert message.startswith(found)
+    assert (
+        "segmentation/deeplabv3 expects images as a float tensor of shape (N, 3, H, W)" in message
+    )
+
+
+def test_nan_pixels_are_named_when_checked(model: SegmentationModel) -> None:
+    images = _images(3)
+    images[1, 2, 10, :4] = float("nan")
+    with torch.no_grad():
+        assert torch.isnan(model(images)[1]).any()  # silent without the check
+        with va.checking_inputs(), pytest.raises(va.NonFiniteInputError) as info:
+            model(images)
+    assert info.value.counts == {1: (4, 0, 0)}
+    assert "images[1] has 4 NaN, 0 +inf and 0 -inf values" in str(info.value)
+
+
+def test_instance_segmentation_checks_its_image_list() -> None:
+    with torch.device("meta"):
+        model = va.create_model("instance_segmentation", "maskrcnn_resnet50", num_classes=3)
+        images = [torch.rand(3, 32, 32), torch.rand(1, 32, 32)]
+    with pytest.raises(va.InvalidInputError, match=r"images\[1\] has shape \(1, 32, 32\)") as info:
+        model.eval()(images)
+    assert info.value.index == 1
+    assert "instance_segmentation/maskrcnn_resnet50 expects images as a list" in str(info.value)

@@ -26,6 +26,7 @@ def visionatlas_register_tasks(registry: Registrar) -> None:
             display_name="Image classification",
             description="One label per image: (N, 3, H, W) images -> (N, num_classes) logits.",
             demo_architecture="resnet18",
+            input_kind="image_batch",
         )
     )
 

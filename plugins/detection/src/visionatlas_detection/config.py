@@ -8,15 +8,16 @@ with a message naming the architectures that have them.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 
 from visionatlas.config import ModelConfig
 
 __all__ = ["DetectionConfig", "PretrainedScope"]
 
 PretrainedScope = Literal["full", "backbone"]
+_Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]
 
 
 class DetectionConfig(ModelConfig):
@@ -41,6 +42,7 @@ class DetectionConfig(ModelConfig):
     )
     min_size: int | None = Field(
         default=None,
+        strict=True,
         ge=16,
         le=4096,
         description=(
@@ -51,18 +53,20 @@ class DetectionConfig(ModelConfig):
     )
     max_size: int | None = Field(
         default=None,
+        strict=True,
         ge=16,
         le=8192,
         description="Longest image side after resizing; default 1333 (not used by SSDLite)",
     )
-    image_mean: tuple[float, float, float] | None = Field(
+    image_mean: tuple[_Number, _Number, _Number] | None = Field(
         default=None, description="Per-channel mean for input normalization; default: ImageNet's"
     )
-    image_std: tuple[float, float, float] | None = Field(
+    image_std: tuple[_Number, _Number, _Number] | None = Field(
         default=None, description="Per-channel std for input normalization; default: ImageNet's"
     )
     score_thresh: float | None = Field(
         default=None,
+        strict=True,
         ge=0.0,
         le=1.0,
         description="Detections scoring below this are dropped (default 0.05; FCOS 0.2; SSDLite "
@@ -70,6 +74,7 @@ class DetectionConfig(ModelConfig):
     )
     nms_thresh: float | None = Field(
         default=None,
+        strict=True,
         ge=0.0,
         le=1.0,
         description="IoU threshold of the final non-maximum suppression (default 0.5; FCOS 0.6; "
@@ -77,12 +82,14 @@ class DetectionConfig(ModelConfig):
     )
     detections_per_img: int | None = Field(
         default=None,
+        strict=True,
         ge=1,
         le=10_000,
         description="Detections kept per image (default 100; SSDLite 300)",
     )
     proposals_per_image: int | None = Field(
         default=None,
+        strict=True,
         ge=1,
         le=100_000,
         description=(
@@ -92,18 +99,21 @@ class DetectionConfig(ModelConfig):
     )
     focal_alpha: float | None = Field(
         default=None,
+        strict=True,
         ge=0.0,
         le=1.0,
         description="Focal-loss alpha of the classification loss (FCOS, RetinaNet); default 0.25",
     )
     focal_gamma: float | None = Field(
         default=None,
+        strict=True,
         ge=0.0,
         le=10.0,
         description="Focal-loss gamma of the classification loss (FCOS, RetinaNet); default 2.0",
     )
     fpn_channels: int | None = Field(
         default=None,
+        strict=True,
         ge=16,
         le=2048,
         description=(
@@ -114,6 +124,7 @@ class DetectionConfig(ModelConfig):
     )
     trainable_backbone_layers: int | None = Field(
         default=None,
+        strict=True,
         ge=0,
         le=16,
         description=(
@@ -125,6 +136,7 @@ class DetectionConfig(ModelConfig):
     )
     frozen_batchnorm: bool | None = Field(
         default=None,
+        strict=True,
         description=(
             "Replace the backbone's BatchNorm layers by FrozenBatchNorm2d (fixed statistics "
             "and affine parameters). Default: as torchvision, i.e. when pretrained weights "

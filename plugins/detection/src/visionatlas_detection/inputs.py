@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from visionatlas.errors import VisionAtlasError
+from visionatlas.errors import InvalidInputError
 
 __all__ = ["DetectionInputError", "as_image_list", "example_images", "validate_targets"]
 
@@ -25,8 +25,12 @@ _IMAGES = "images must be a list of float (3, H, W) tensors in [0, 1] or a (N, 3
 _BOXES = "boxes are float (K, 4) tensors of (x1, y1, x2, y2) in input pixels, x1 < x2, y1 < y2"
 
 
-class DetectionInputError(VisionAtlasError, ValueError):
-    """Images or targets given to a detector do not follow the input contract."""
+class DetectionInputError(InvalidInputError):
+    """Images or targets given to a detector do not follow the input contract.
+
+    Models built by ``create_model`` check images before the detector does, with the core's
+    :class:`~visionatlas.errors.InvalidInputError` (this class's base).
+    """
 
 
 def as_image_list(images: Any) -> list[Tensor]:

@@ -111,6 +111,7 @@ def register_detection_task(registry: Registrar) -> None:
             ),
             demo_architecture="ssdlite_mobilenet_v3",
             example_inputs=EXAMPLE_INPUTS,
+            input_kind="image_list",
         )
     )
 

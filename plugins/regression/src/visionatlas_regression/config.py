@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from visionatlas.config import ModelConfig
+from visionatlas.config import MAX_NUM_CLASSES, ModelConfig
 
 __all__ = ["RegressionConfig"]
 
@@ -15,5 +15,7 @@ class RegressionConfig(ModelConfig):
     num_outputs: int | None = Field(
         default=None,
         ge=1,
+        le=MAX_NUM_CLASSES,
+        strict=True,
         description="Number of regressed values; default: num_classes (1 unless given)",
     )

@@ -26,6 +26,7 @@ def visionatlas_register_tasks(registry: Registrar) -> None:
             description="Continuous targets per image: (N, 3, H, W) -> (N, num_outputs).",
             demo_architecture="resnet18",
             uses_num_classes=False,
+            input_kind="image_batch",
         )
     )
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, Strict, model_validator
 
 from visionatlas.config import BackboneConfig, ModelConfig
 
 __all__ = ["DeepLabV3Config", "GenericSegmentationConfig", "SegmentationConfig"]
 
-NonNegative = Annotated[float, Field(ge=0.0)]
-PositiveRate = Annotated[int, Field(ge=1)]
+NonNegative = Annotated[float, Strict(), Field(ge=0.0, allow_inf_nan=False)]
+PositiveRate = Annotated[int, Strict(), Field(ge=1)]
 
 
 class SegmentationConfig(ModelConfig):
@@ -26,14 +26,20 @@ class SegmentationConfig(ModelConfig):
 
     aux_loss: bool | None = Field(
         default=None,
+        strict=True,
         description="Train an auxiliary FCN head on the backbone level before the last; "
         "default: on for FCN and DeepLabV3, off for LR-ASPP (which has no auxiliary head)",
     )
     aux_loss_weight: float = Field(
-        default=0.5, ge=0.0, description="Weight of the auxiliary loss in the total loss"
+        default=0.5,
+        ge=0.0,
+        strict=True,
+        allow_inf_nan=False,
+        description="Weight of the auxiliary loss in the total loss",
     )
     ignore_index: int = Field(
         default=255,
+        strict=True,
         description="Target value of pixels left out of the loss (255 marks VOC's borders)",
     )
     class_weights: tuple[NonNegative, ...] | None = Field(
@@ -42,7 +48,11 @@ class SegmentationConfig(ModelConfig):
         description="Per-class weights of the cross-entropy loss, one per class; default: equal",
     )
     label_smoothing: float = Field(
-        default=0.0, ge=0.0, lt=1.0, description="Label smoothing of the cross-entropy loss"
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        strict=True,
+        description="Label smoothing of the cross-entropy loss",
     )
     pretrained_scope: Literal["full", "backbone"] | None = Field(
         default=None,
@@ -54,6 +64,7 @@ class SegmentationConfig(ModelConfig):
     trainable_backbone_layers: int | None = Field(
         default=None,
         ge=0,
+        strict=True,
         description="Freeze the backbone except its last N stages (stem, then one stage per "
         "feature level); freeze_backbone=True alone means 0",
     )

@@ -36,6 +36,7 @@ def register_instance_task(registry: Registrar) -> None:
             ),
             demo_architecture="maskrcnn_resnet50",
             example_inputs=EXAMPLE_INPUTS,
+            input_kind="image_list",
         )
     )
 

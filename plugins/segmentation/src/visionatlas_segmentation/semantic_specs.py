@@ -183,6 +183,7 @@ def register_semantic_task(registry: Registrar) -> None:
             description="One class per pixel: (N, 3, H, W) images -> (N, num_classes, H, W) "
             "logits; trained on (N, H, W) int64 masks.",
             demo_architecture="lraspp_mobilenet",
+            input_kind="image_batch",
         )
     )
 

@@ -12,14 +12,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from visionatlas.errors import VisionAtlasError
+from visionatlas.errors import InvalidInputError
 
 __all__ = ["SegmentationTargetError", "check_images", "check_targets"]
 
 _SHOWN_LABELS = 8
 
 
-class SegmentationTargetError(VisionAtlasError, ValueError):
+class SegmentationTargetError(InvalidInputError):
     """Masks that a segmentation model cannot learn from (shape, dtype or labels)."""
 
 
