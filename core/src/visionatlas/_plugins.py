@@ -50,6 +50,7 @@ PHASES: tuple[str, ...] = (
     "visionatlas_register_backbones",
     "visionatlas_register_heads",
     "visionatlas_register_architectures",
+    "visionatlas_register_training",
     "visionatlas_register_commands",
 )
 _TRUE = {"1", "true", "yes", "on"}

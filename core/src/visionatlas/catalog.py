@@ -24,6 +24,7 @@ from visionatlas.errors import (
     UnknownBackboneError,
     UnknownHeadError,
     UnknownTaskError,
+    UnknownTrainingError,
 )
 from visionatlas.registry import PluginReport, Registrar, describe_error
 from visionatlas.specs import (
@@ -34,7 +35,9 @@ from visionatlas.specs import (
     Hyperparameters,
     PluginRef,
     TaskSpec,
+    TrainingSpec,
 )
+from visionatlas.task_training import TaskTraining, missing_members
 
 if TYPE_CHECKING:
     from torch import nn
@@ -296,6 +299,39 @@ class Catalog:
         if spec is None:
             raise UnknownHeadError(name, self._state.registry.heads)
         return spec
+
+    def list_trainable_tasks(self) -> list[str]:
+        """Tasks that a plugin made trainable (``visionatlas_register_training``), sorted."""
+        return sorted(self._state.registry.trainings)
+
+    def get_training(self, task: str) -> TrainingSpec:
+        """The :class:`TrainingSpec` of ``task``; :class:`UnknownTrainingError` if none."""
+        self.get_task(task)  # an unknown task is reported as such
+        spec = self._state.registry.trainings.get(task)
+        if spec is None:
+            raise UnknownTrainingError(task, self._state.registry.trainings)
+        return spec
+
+    def load_training(self, task: str) -> TaskTraining:
+        """Import and build the task's :class:`~visionatlas.task_training.TaskTraining`."""
+        spec = self.get_training(task)
+        builder = _load(spec.builder, spec.provider, f"training of task {task!r}")
+        try:
+            training = builder()
+        except (Exception, SystemExit) as err:
+            raise PluginError(
+                f"the training builder of task {task!r} from {spec.provider} failed: "
+                f"{describe_error(err)}",
+                plugin=spec.provider.name if spec.provider else None,
+            ) from err
+        if not isinstance(training, TaskTraining):
+            raise PluginError(
+                f"the training builder of task {task!r} from {spec.provider} returned a "
+                f"{type(training).__name__}, which lacks the TaskTraining interface "
+                f"(missing: {', '.join(missing_members(training))})",
+                plugin=spec.provider.name if spec.provider else None,
+            )
+        return training
 
     def commands(self) -> list[CommandSpec]:
         """Command-line subcommands added by plugins, sorted by name."""

@@ -23,6 +23,7 @@ __all__ = [
     "UnknownHeadError",
     "UnknownNameError",
     "UnknownTaskError",
+    "UnknownTrainingError",
     "VisionAtlasError",
 ]
 
@@ -113,6 +114,12 @@ class UnknownHeadError(UnknownNameError):
     """No registered head has this name."""
 
     kind = "head"
+
+
+class UnknownTrainingError(UnknownNameError):
+    """The task exists but no installed plugin makes it trainable."""
+
+    kind = "trainable task"
 
 
 class PluginError(VisionAtlasError, RuntimeError):

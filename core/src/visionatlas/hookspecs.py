@@ -62,6 +62,18 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
 
 
 @hookspec
+def visionatlas_register_training(registry: Registrar) -> None:
+    """Make tasks trainable with ``registry.add_training(TrainingSpec(...))``.
+
+    Called after every architecture is registered. A ``TrainingSpec`` names a builder
+    (usually a lazy ``"module:attribute"``) returning the task's
+    :class:`~visionatlas.task_training.TaskTraining`: its loss, metrics, dataset readers
+    and augmentations, used by a training engine such as ``visionatlas-train``. Nothing
+    is imported until a run starts.
+    """
+
+
+@hookspec
 def visionatlas_register_commands(registry: Registrar) -> None:
     """Add subcommands to the ``visionatlas`` command line with ``registry.add_command``.
 

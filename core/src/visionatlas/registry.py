@@ -22,6 +22,7 @@ from visionatlas.specs import (
     HeadSpec,
     PluginRef,
     TaskSpec,
+    TrainingSpec,
 )
 
 __all__ = [
@@ -37,7 +38,7 @@ __all__ = [
 
 logger = logging.getLogger("visionatlas")
 
-Kind = Literal["task", "backbone", "head", "architecture", "command"]
+Kind = Literal["task", "backbone", "head", "architecture", "training", "command"]
 ProblemKind = Literal[
     "import-error",
     "hook-error",
@@ -151,6 +152,7 @@ class Registry:
             "backbone": {},
             "head": {},
             "architecture": {},
+            "training": {},
             "command": {},
         }
 
@@ -170,6 +172,10 @@ class Registry:
     @property
     def architectures(self) -> Mapping[tuple[str, str], ArchitectureSpec]:
         return MappingProxyType(self._tables["architecture"])
+
+    @property
+    def trainings(self) -> Mapping[str, TrainingSpec]:
+        return MappingProxyType(self._tables["training"])
 
     @property
     def commands(self) -> Mapping[str, CommandSpec]:
@@ -225,6 +231,7 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the five spec 
         "backbone": BackboneSpec,
         "head": HeadSpec,
         "architecture": ArchitectureSpec,
+        "training": TrainingSpec,
         "command": CommandSpec,
     }
     cls = expected[kind]
@@ -239,6 +246,9 @@ def validate_spec(kind: Kind, spec: Any) -> None:  # spec: one of the five spec 
                 f"task {spec.name!r} input_kind={spec.input_kind!r}; accepted: None or "
                 f"{', '.join(map(repr, INPUT_KINDS))}"
             )
+        return
+    if kind == "training":
+        _check_builder(spec.builder, f"training of task {spec.task!r} builder")
         return
     if kind == "command":
         _check_builder(spec.configure, f"command {spec.name!r} configure")
@@ -323,6 +333,10 @@ class Registrar:
         return self._registry.architectures
 
     @property
+    def trainings(self) -> Mapping[str, TrainingSpec]:
+        return self._registry.trainings
+
+    @property
     def commands(self) -> Mapping[str, CommandSpec]:
         return self._registry.commands
 
@@ -342,6 +356,9 @@ class Registrar:
 
     def add_architecture(self, spec: ArchitectureSpec) -> bool:
         return self._add("architecture", spec)
+
+    def add_training(self, spec: TrainingSpec) -> bool:
+        return self._add("training", spec)
 
     def add_command(self, spec: CommandSpec) -> bool:
         return self._add("command", spec)

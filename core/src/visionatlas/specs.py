@@ -24,6 +24,7 @@ __all__ = [
     "Hyperparameters",
     "PluginRef",
     "TaskSpec",
+    "TrainingSpec",
 ]
 
 Builder = str | Callable[..., Any]
@@ -255,3 +256,22 @@ class CommandSpec:
     configure: Builder
     help: str = ""
     provider: PluginRef | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainingSpec:
+    """What makes a task trainable: its loss, metrics, data readers and augmentations.
+
+    ``builder() -> TaskTraining`` (see :mod:`visionatlas.task_training`) is imported and
+    called only when a run starts, so registering it costs nothing. One per task; the
+    task may come from another plugin.
+    """
+
+    task: str
+    builder: Builder
+    description: str = ""
+    provider: PluginRef | None = None
+
+    @property
+    def name(self) -> str:
+        return self.task

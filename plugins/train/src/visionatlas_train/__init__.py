@@ -1,0 +1,1 @@
+"""Training and evaluation for visionatlas tasks, on PyTorch Lightning."""

@@ -1,0 +1,1 @@
+"""Hook implementations of visionatlas-train: the ``train`` and ``evaluate`` commands."""
