@@ -118,9 +118,9 @@ class TaskTraining(Protocol):
         """``(inputs, targets)`` for the model from dataset items."""
         ...
 
-    def batch_transform(self, *, mixup: float, cutmix: float, num_outputs: int) -> Callable[
-        [Any, Any], tuple[Any, Any]
-    ] | None:
+    def batch_transform(
+        self, *, mixup: float, cutmix: float, num_outputs: int
+    ) -> Callable[[Any, Any], tuple[Any, Any]] | None:
         """A transform of whole training batches (mixup, cutmix), or ``None`` for none.
 
         Raises ``ValueError`` if the task cannot honour a non-zero setting.
