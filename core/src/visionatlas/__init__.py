@@ -27,7 +27,10 @@ from visionatlas.api import (
 )
 from visionatlas.catalog import BuildInfo, Catalog, get_catalog, set_catalog, use_catalog
 from visionatlas.errors import (
+    DatasetError,
     DuplicateNameError,
+    ImageReadError,
+    ImageTooLargeError,
     IncompatibleBackboneError,
     InvalidArgumentError,
     InvalidInputError,
@@ -54,6 +57,14 @@ from visionatlas.specs import (
     Hyperparameters,
     PluginRef,
     TaskSpec,
+    TrainingSpec,
+)
+from visionatlas.task_training import (
+    DataRequest,
+    LossOptions,
+    SkippedFile,
+    TaskTraining,
+    TrainingData,
 )
 
 if TYPE_CHECKING:
@@ -172,18 +183,23 @@ __all__ = [
     "CompositionConfig",
     "CorruptCheckpointError",
     "DamagedEntryError",
+    "DataRequest",
+    "DatasetError",
     "DuplicateNameError",
     "ExportError",
     "ExportResult",
     "FeatureLevel",
     "HeadSpec",
     "Hyperparameters",
+    "ImageReadError",
+    "ImageTooLargeError",
     "IncompatibleBackboneError",
     "InputCheck",
     "InvalidArgumentError",
     "InvalidInputError",
     "InvalidVersionError",
     "LayerInfo",
+    "LossOptions",
     "MissingPluginError",
     "ModelConfig",
     "ModelEntry",
@@ -199,7 +215,11 @@ __all__ = [
     "RegistryError",
     "RegistryLockedError",
     "ShapeInferenceError",
+    "SkippedFile",
     "TaskSpec",
+    "TaskTraining",
+    "TrainingData",
+    "TrainingSpec",
     "UnknownArchitectureError",
     "UnknownBackboneError",
     "UnknownHeadError",

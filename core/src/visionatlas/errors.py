@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from pathlib import Path
 
 __all__ = [
+    "DatasetError",
     "DuplicateNameError",
+    "ImageReadError",
+    "ImageTooLargeError",
     "IncompatibleBackboneError",
     "InvalidArgumentError",
     "InvalidInputError",
@@ -178,3 +182,38 @@ class NonFiniteInputError(InvalidInputError):
     def __init__(self, message: str, *, counts: dict[int, tuple[int, int, int]]) -> None:
         self.counts = dict(counts)
         super().__init__(message, index=min(self.counts) if self.counts else None)
+
+
+class DatasetError(VisionAtlasError, ValueError):
+    """A dataset cannot be used as given: a missing or empty folder, a bad CSV row, ...
+
+    The message names the file or folder (``path``, when one is at fault) and what is
+    accepted.
+    """
+
+    def __init__(self, message: str, *, path: Path | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class ImageReadError(DatasetError):
+    """An image file cannot be opened or decoded (unknown format, truncated, corrupt)."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"cannot read image {path}: {reason}", path=path)
+
+
+class ImageTooLargeError(ImageReadError):
+    """An image declares more pixels than PIL reads safely (a decompression-bomb guard)."""
+
+    def __init__(self, path: Path, pixels: int | None, limit: int) -> None:
+        self.pixels = pixels
+        self.limit = limit
+        declared = "" if pixels is None else f"{pixels:,} pixels, "
+        super().__init__(
+            path,
+            f"it declares {declared}more than the {limit:,}-pixel limit "
+            "(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); shrink the "
+            "file, or raise the limit in Python if the image is trusted",
+        )

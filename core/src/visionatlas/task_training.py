@@ -43,7 +43,10 @@ class DataRequest:
     whole source). ``strict`` turns unreadable files from skipped-with-a-warning into an
     error. ``cache_dir`` is where built-in datasets (``builtin:NAME``) are written on
     first use. ``augment`` names the training augmentation preset (task-defined; ``"none"``
-    turns augmentation off).
+    turns augmentation off). ``labels`` are the names of a trained model's outputs (its
+    class names or target columns): when given (as for ``purpose="evaluate"``), the reader
+    maps its data onto them, in that order, and refuses names the model does not have;
+    empty means "take them from the data".
     """
 
     purpose: Purpose = "fit"
@@ -53,6 +56,7 @@ class DataRequest:
     strict: bool = False
     cache_dir: Path | None = None
     augment: str = "default"
+    labels: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -8,20 +8,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import re
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from PIL.Image import Image as PILImage
+from visionatlas.errors import DatasetError, ImageTooLargeError
+from visionatlas.images import IMAGE_SUFFIXES, open_image
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -34,53 +30,15 @@ __all__ = [
     "read_category",
 ]
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GOOD = "good"
 
+DatasetLayoutError = DatasetError
+"""A folder does not follow the expected layout (names what is missing or wrong).
 
-class DatasetLayoutError(ValueError):
-    """A folder does not follow the expected layout (names what is missing or wrong)."""
-
-
-class ImageTooLargeError(DatasetLayoutError):
-    """An image file declares more pixels than PIL reads safely (a decompression-bomb guard)."""
-
-    def __init__(self, path: Path, pixels: int | None, limit: int) -> None:
-        self.path = path
-        self.pixels = pixels
-        self.limit = limit
-        declared = "" if pixels is None else f"{pixels:,} pixels, "
-        super().__init__(
-            f"cannot read image {path}: it declares {declared}more than the {limit:,}-pixel limit "
-            "(PIL.Image.MAX_IMAGE_PIXELS, a guard against decompression bombs); shrink the "
-            "file, or raise the limit in Python if the image is trusted"
-        )
-
-
-@contextlib.contextmanager
-def open_image(path: Path) -> Iterator[PILImage]:
-    """``PIL.Image.open(path)`` with its errors as :class:`DatasetLayoutError` naming ``path``.
-
-    Images over ``PIL.Image.MAX_IMAGE_PIXELS`` raise :class:`ImageTooLargeError` before any
-    pixel is decoded (PIL only warns between one and two times the limit; that is refused too).
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            handle = Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        found = re.search(r"\((\d+) pixels\)", str(err))  # PIL: "Image size (N pixels) ..."
-        pixels = int(found.group(1)) if found else None
-        raise ImageTooLargeError(path, pixels, Image.MAX_IMAGE_PIXELS or 0) from err
-    except (OSError, UnidentifiedImageError) as err:
-        raise DatasetLayoutError(f"cannot read image {path}: {err}") from err
-    with handle:
-        try:
-            yield handle
-        except (OSError, UnidentifiedImageError) as err:  # truncated or corrupt pixel data
-            raise DatasetLayoutError(f"cannot read image {path}: {err}") from err
+The core's :class:`~visionatlas.DatasetError`; its image errors
+(:class:`~visionatlas.ImageReadError`, :class:`~visionatlas.ImageTooLargeError`, raised by
+:func:`visionatlas.images.open_image`) are subclasses.
+"""
 
 
 def image_files(folder: Path) -> list[Path]:

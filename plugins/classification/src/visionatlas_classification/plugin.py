@@ -6,7 +6,7 @@ from visionatlas import hookimpl
 from visionatlas.derive import register_backbone_architectures
 from visionatlas.heads.params import linear_head_params
 from visionatlas.registry import Registrar
-from visionatlas.specs import HeadSpec, TaskSpec
+from visionatlas.specs import HeadSpec, TaskSpec, TrainingSpec
 
 TASK = "classification"
 HEAD = "classification"
@@ -51,4 +51,18 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
         task=TASK,
         builder="visionatlas_classification.model:build_classifier",
         default_num_classes=IMAGENET_CLASSES,
+    )
+
+
+@hookimpl
+def visionatlas_register_training(registry: Registrar) -> None:
+    """Classification trains on ImageFolder data or ``builtin:digits`` (imported lazily)."""
+    registry.add_training(
+        TrainingSpec(
+            task=TASK,
+            builder="visionatlas_classification.training:ClassificationTraining",
+            description="ImageFolder data (train/ and val/, or split by a fraction), "
+            "cross-entropy with label smoothing, mixup and cutmix; top-1/top-5 accuracy, "
+            "macro F1, confusion matrix",
+        )
     )

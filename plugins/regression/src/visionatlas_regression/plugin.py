@@ -6,7 +6,7 @@ from visionatlas import hookimpl
 from visionatlas.derive import register_backbone_architectures
 from visionatlas.heads.params import linear_head_params
 from visionatlas.registry import Registrar
-from visionatlas.specs import HeadSpec, TaskSpec
+from visionatlas.specs import HeadSpec, TaskSpec, TrainingSpec
 
 TASK = "regression"
 HEAD = "regression"
@@ -52,4 +52,17 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
         builder="visionatlas_regression.model:build_regressor",
         default_num_classes=1,
         config_class="visionatlas_regression.config:RegressionConfig",
+    )
+
+
+@hookimpl
+def visionatlas_register_training(registry: Registrar) -> None:
+    """Regression trains on CSVs of image paths and targets, or ``builtin:digits``."""
+    registry.add_training(
+        TrainingSpec(
+            task=TASK,
+            builder="visionatlas_regression.training:RegressionTraining",
+            description="CSV of image paths and numeric targets (split by a fraction, or "
+            "train.csv and val.csv), mean squared error; MAE, RMSE, R2",
+        )
     )
