@@ -167,6 +167,42 @@ def test_optimizer_mismatch_and_unsupported_state(tmp_path: Path) -> None:
         va.save_checkpoint(model)
 
 
+def test_training_state_round_trips_without_pickling(tmp_path: Path) -> None:
+    model, optimizer, _ = _trained()
+    state = {
+        "epoch": 4,
+        "loops": {"fit_loop": {"epoch_progress": {"total": {"ready": 5}}}},
+        "optimizer_states": [optimizer.state_dict()],
+        "callbacks": {"Best{'monitor': 'val/acc1'}": {"best": torch.tensor(0.75), "k": None}},
+        "pair": (1, "two"),
+    }
+    saved = va.save_checkpoint(model, optimizer, 4, {"acc": 0.5}, tmp_path / "c", state=state)
+    manifest = json.loads((saved / MANIFEST_NAME).read_text())
+    assert manifest["state"]["epoch"] == 4
+    assert read_checkpoint(saved).state is None  # reading loads no tensor
+    loaded = va.load_checkpoint(saved)  # the model is rebuilt; the state comes back whole
+    assert loaded.state["pair"] == (1, "two")
+    assert loaded.state["loops"] == state["loops"]
+    best = loaded.state["callbacks"]["Best{'monitor': 'val/acc1'}"]
+    assert best["k"] is None
+    assert torch.equal(best["best"], torch.tensor(0.75))
+    restored = loaded.state["optimizer_states"][0]
+    for index, values in optimizer.state_dict()["state"].items():
+        for key, value in values.items():
+            assert torch.equal(restored["state"][index][key], value)
+    assert restored["param_groups"] == optimizer.state_dict()["param_groups"]
+    # the optimizer's own state (save_checkpoint(optimizer=...)) is still restored alongside
+    fresh = torch.optim.AdamW(loaded.model.parameters(), lr=1e-3)  # type: ignore[union-attr]
+    va.load_checkpoint(saved, loaded.model, fresh)
+    assert fresh.state_dict()["param_groups"] == optimizer.state_dict()["param_groups"]
+    assert va.load_checkpoint(tmp_path / "c").state is not None
+    va.save_checkpoint(model, path=tmp_path / "plain")
+    assert va.load_checkpoint(tmp_path / "plain").state is None
+    assert "state" not in json.loads((tmp_path / "plain" / MANIFEST_NAME).read_text())
+    with pytest.raises(va.CheckpointError, match=r"training state: cannot store .*'training.fn'"):
+        va.save_checkpoint(model, path=tmp_path / "bad", state={"fn": print})
+
+
 def test_state_codec_round_trips_awkward_structures() -> None:
     value = {
         0: {"step": torch.tensor(3.0), "buffers": [torch.ones(2), torch.zeros(1)]},

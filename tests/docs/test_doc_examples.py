@@ -97,6 +97,7 @@ def test_page_examples_run(page: Path, tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("VISIONATLAS_OFFLINE", "1")
     monkeypatch.setenv("VISIONATLAS_REGISTRY", str(tmp_path / "registry"))
+    monkeypatch.setenv("VISIONATLAS_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     blocks = _blocks(page)
     project = tmp_path / "project"

@@ -9,7 +9,8 @@ A checkpoint is a **directory** (``path``), holding:
 ``model-<sha>.safetensors``
     The model's ``state_dict`` (tied weights stored once).
 ``state-<sha>.safetensors``
-    The tensors of the optimizer's and scheduler's state, if any.
+    The tensors of the optimizer's and scheduler's state and of the training ``state``
+    (``save_checkpoint(..., state=...)``), if any.
 
 Data files are named after their checksum and written before the manifest; replacing the
 manifest (``os.replace``) is the commit. A save that dies halfway leaves the previous
@@ -114,6 +115,10 @@ class Checkpoint:
     model: nn.Module | None = None
     optimizer_class: str | None = None
     scheduler_class: str | None = None
+    state: Any = None
+    """The training state given to ``save_checkpoint(state=...)`` (nested dicts, lists,
+    tuples, numbers, strings and tensors), restored by :func:`load_checkpoint`; ``None``
+    if there was none (and always from :func:`read_checkpoint`, which loads no tensor)."""
 
 
 # -- saving -----------------------------------------------------------------------------------
@@ -126,13 +131,18 @@ def save_checkpoint(
     *,
     scheduler: Any = None,
     extra: Mapping[str, Any] | None = None,
+    state: Any = None,
 ) -> Path:
     """Save ``model`` (and optionally its optimizer and LR scheduler) to directory ``path``.
 
     ``metrics`` and ``extra`` are JSON values (numbers, strings, lists, dicts; 0-d tensors
-    become numbers). The save is atomic: until it completes, ``path`` keeps its previous
-    checkpoint, if any. ``path`` is required (it has a default only so that it may follow
-    the optional arguments). Returns the checkpoint directory.
+    become numbers). ``state`` is any further training state, such as a training loop's
+    whole checkpoint dict: nested dicts, lists and tuples of numbers, strings, booleans,
+    ``None`` and tensors of any shape, stored without pickling (its tensors beside the
+    optimizer's) and returned as :attr:`Checkpoint.state` by :func:`load_checkpoint`.
+    The save is atomic: until it completes, ``path`` keeps its previous checkpoint, if any.
+    ``path`` is required (it has a default only so that it may follow the optional
+    arguments). Returns the checkpoint directory.
     """
     if path is None:
         raise TypeError("save_checkpoint() needs path=..., the checkpoint directory")
@@ -147,7 +157,7 @@ def save_checkpoint(
         raise CheckpointError(f"epoch must be an int or None, got {epoch!r}")
     directory.mkdir(parents=True, exist_ok=True)
     with directory_lock(directory, LOCK_NAME) as locked:
-        _save(directory, model, optimizer, epoch, metrics, scheduler, extra, sweep=locked)
+        _save(directory, model, optimizer, epoch, metrics, scheduler, extra, state, sweep=locked)
     return directory
 
 
@@ -159,6 +169,7 @@ def _save(
     metrics: Mapping[str, Any] | None,
     scheduler: Any,
     extra: Mapping[str, Any] | None,
+    state: Any,
     *,
     sweep: bool,
 ) -> None:
@@ -188,6 +199,13 @@ def _save(
         except StateCodecError as err:
             raise CheckpointError(f"cannot save the {key} state: {err}") from err
         manifest[key] = {"class": _qualname(obj), "structure": structure}
+        state_tensors.update(tensors)
+    if state is not None:
+        try:
+            structure, tensors = encode_state(state, "training")
+        except StateCodecError as err:
+            raise CheckpointError(f"cannot save the training state: {err}") from err
+        manifest["state"] = structure
         state_tensors.update(tensors)
     writers = {"model": lambda p: _save_model(model, p)}
     if state_tensors:
@@ -382,7 +400,9 @@ def _verify_file(directory: Path, record: Any, role: str) -> Path:
     return file
 
 
-def _summary(directory: Path, manifest: dict[str, Any], model: nn.Module | None) -> Checkpoint:
+def _summary(
+    directory: Path, manifest: dict[str, Any], model: nn.Module | None, state: Any = None
+) -> Checkpoint:
     info_data = manifest.get("build_info")
     try:
         info = None if info_data is None else build_info_from_dict(info_data)
@@ -403,6 +423,7 @@ def _summary(directory: Path, manifest: dict[str, Any], model: nn.Module | None)
         model=model,
         optimizer_class=(manifest.get("optimizer") or {}).get("class"),
         scheduler_class=(manifest.get("scheduler") or {}).get("class"),
+        state=state,
     )
 
 
@@ -539,4 +560,12 @@ def _load(
             raise CheckpointError(
                 f"cannot restore the {key} state from {directory}: {err}", path=directory
             ) from err
-    return _summary(directory, manifest, model)
+    state = None
+    if manifest.get("state") is not None:
+        try:
+            state = decode_state(manifest["state"], tensors)
+        except StateCodecError as err:
+            raise CorruptCheckpointError(
+                f"cannot restore the training state from {directory}: {err}", path=directory
+            ) from err
+    return _summary(directory, manifest, model, state)

@@ -308,3 +308,23 @@ def test_metrics_accept_soft_targets(training: ClassificationTraining, tmp_path:
     assert float(metrics.compute()["acc1"]) == 0.5
     with pytest.raises(ValueError, match="at least 2 classes"):
         classification_metrics(1)
+
+
+def test_f1_is_macro_f1_even_when_the_first_batch_has_one_class() -> None:
+    """torchmetrics' compute groups once merged F1 with top-5 accuracy after such a batch."""
+    from sklearn.metrics import f1_score
+
+    from visionatlas_classification.metrics import classification_metrics
+
+    torch.manual_seed(0)
+    metrics = classification_metrics(10).clone(prefix="val/")
+    targets = torch.arange(10).repeat_interleave(20)  # sorted by class, like a val folder
+    logits = torch.randn(200, 10)
+    logits[:32] = 0
+    logits[:32, 0] = 5  # the first batch: one class, predicted right
+    for start in range(0, 200, 32):
+        metrics.update(logits[start : start + 32], targets[start : start + 32])
+    result = metrics.compute()
+    expected = f1_score(targets.numpy(), logits.argmax(1).numpy(), average="macro")
+    assert float(result["val/f1"]) == pytest.approx(expected, abs=1e-5)
+    assert float(result["val/acc1"]) == pytest.approx(0.195)

@@ -61,4 +61,6 @@ def classification_metrics(num_classes: int) -> ClassificationMetrics:
     }
     if num_classes >= TOP5_FROM:
         metrics["acc5"] = MulticlassAccuracy(num_classes=num_classes, top_k=5, average="micro")
-    return ClassificationMetrics(metrics)
+    # no compute groups: torchmetrics groups metrics whose states match after the first
+    # update, and top-5 accuracy and macro F1 can match there (a batch of one class)
+    return ClassificationMetrics(metrics, compute_groups=False)

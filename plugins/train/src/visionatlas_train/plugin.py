@@ -1,1 +1,33 @@
-"""Hook implementations of visionatlas-train: the ``train`` and ``evaluate`` commands."""
+"""Hook implementations of visionatlas-train: the ``train`` and ``evaluate`` commands.
+
+Nothing heavy is imported here: the commands' parsers and the engine load on first use.
+"""
+
+from __future__ import annotations
+
+from visionatlas import hookimpl
+from visionatlas.registry import Registrar
+from visionatlas.specs import CommandSpec
+
+
+@hookimpl
+def visionatlas_api_version() -> int:
+    return 1
+
+
+@hookimpl
+def visionatlas_register_commands(registry: Registrar) -> None:
+    registry.add_command(
+        CommandSpec(
+            name="train",
+            help="train a catalog model on a folder of images (or builtin:digits)",
+            configure="visionatlas_train.cli:configure_train",
+        )
+    )
+    registry.add_command(
+        CommandSpec(
+            name="evaluate",
+            help="a trained model's metrics on held-out data",
+            configure="visionatlas_train.cli:configure_evaluate",
+        )
+    )
