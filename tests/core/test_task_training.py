@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 
 from visionatlas import (
     Catalog,
+    CustomFitTraining,
     DataRequest,
     LossOptions,
     PluginError,
@@ -28,6 +29,7 @@ from visionatlas import (
 from visionatlas.errors import UnknownTrainingError
 from visionatlas.registry import Registrar
 from visionatlas.specs import ArchitectureSpec, TaskSpec
+from visionatlas.task_training import missing_members
 from visionatlas.testing import CheckFailed, check_training, isolated_catalog
 
 ARCH = "mobilenet_v3_small"
@@ -154,6 +156,31 @@ def test_load_training_errors_name_the_plugin() -> None:
         assert [p.kind for p in report.problems] == ["malformed"]
         with pytest.raises(UnknownTrainingError, match="trainable task 'tagging'"):
             catalog.get_training("tagging")
+
+
+class HalfCustomFit:
+    """Meant as a custom fit (it has ``fit``) but lacks most of the interface."""
+
+    task = "tagging"
+
+    def fit(self, model: Any, data: Any, request: Any) -> None: ...
+
+
+def test_a_custom_fit_is_accepted_and_a_partial_one_named() -> None:
+    message = (
+        r"lacks the TaskTraining interface \(missing: monitor, .*\), and the "
+        r"CustomFitTraining interface \(missing: builtin_datasets, fit_settings, "
+        r"setting_hints, registry_refusal, prepare_data, model_config, evaluate, "
+        r"save_model, load_model\)"
+    )
+    lacking = pytest.raises(PluginError, match=message)
+    with isolated_catalog(TagPlugin(builder=HalfCustomFit)) as catalog, lacking:
+        catalog.load_training("tagging")
+    # the anomaly plugin's training is a whole CustomFitTraining (and not a TaskTraining)
+    training = Catalog().load_training("anomaly_detection")
+    assert isinstance(training, CustomFitTraining)
+    assert not isinstance(training, TaskTraining)
+    assert missing_members(training, custom_fit=True) == []
 
 
 class SecondTagPlugin:

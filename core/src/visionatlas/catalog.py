@@ -37,7 +37,7 @@ from visionatlas.specs import (
     TaskSpec,
     TrainingSpec,
 )
-from visionatlas.task_training import TaskTraining, missing_members
+from visionatlas.task_training import CustomFitTraining, TaskTraining, missing_members
 
 if TYPE_CHECKING:
     from torch import nn
@@ -312,8 +312,11 @@ class Catalog:
             raise UnknownTrainingError(task, self._state.registry.trainings)
         return spec
 
-    def load_training(self, task: str) -> TaskTraining:
-        """Import and build the task's :class:`~visionatlas.task_training.TaskTraining`."""
+    def load_training(self, task: str) -> TaskTraining | CustomFitTraining:
+        """Import and build the task's training pieces: a
+        :class:`~visionatlas.task_training.TaskTraining` (a per-batch loss, driven by an
+        engine's loop), or a :class:`~visionatlas.task_training.CustomFitTraining` for a
+        task that trains with its own fit."""
         spec = self.get_training(task)
         builder = _load(spec.builder, spec.provider, f"training of task {task!r}")
         try:
@@ -324,14 +327,20 @@ class Catalog:
                 f"{describe_error(err)}",
                 plugin=spec.provider.name if spec.provider else None,
             ) from err
-        if not isinstance(training, TaskTraining):
-            raise PluginError(
-                f"the training builder of task {task!r} from {spec.provider} returned a "
-                f"{type(training).__name__}, which lacks the TaskTraining interface "
-                f"(missing: {', '.join(missing_members(training))})",
-                plugin=spec.provider.name if spec.provider else None,
+        if isinstance(training, (TaskTraining, CustomFitTraining)):
+            return training
+        custom = ""
+        if hasattr(training, "fit"):  # meant as a custom fit: say what that one lacks too
+            custom = (
+                ", and the CustomFitTraining interface (missing: "
+                f"{', '.join(missing_members(training, custom_fit=True))})"
             )
-        return training
+        raise PluginError(
+            f"the training builder of task {task!r} from {spec.provider} returned a "
+            f"{type(training).__name__}, which lacks the TaskTraining interface "
+            f"(missing: {', '.join(missing_members(training))}){custom}",
+            plugin=spec.provider.name if spec.provider else None,
+        )
 
     def commands(self) -> list[CommandSpec]:
         """Command-line subcommands added by plugins, sorted by name."""

@@ -68,8 +68,10 @@ def visionatlas_register_training(registry: Registrar) -> None:
     Called after every architecture is registered. A ``TrainingSpec`` names a builder
     (usually a lazy ``"module:attribute"``) returning the task's
     :class:`~visionatlas.task_training.TaskTraining`: its loss, metrics, dataset readers
-    and augmentations, used by a training engine such as ``visionatlas-train``. Nothing
-    is imported until a run starts.
+    and augmentations, used by a training engine such as ``visionatlas-train``; or, for a
+    task that trains with its own fit rather than a per-batch loss, a
+    :class:`~visionatlas.task_training.CustomFitTraining`. Nothing is imported until a
+    run starts.
     """
 
 

@@ -262,7 +262,8 @@ class CommandSpec:
 class TrainingSpec:
     """What makes a task trainable: its loss, metrics, data readers and augmentations.
 
-    ``builder() -> TaskTraining`` (see :mod:`visionatlas.task_training`) is imported and
+    ``builder() -> TaskTraining`` (see :mod:`visionatlas.task_training`), or
+    ``-> CustomFitTraining`` for a task that trains with its own fit, is imported and
     called only when a run starts, so registering it costs nothing. One per task; the
     task may come from another plugin.
     """

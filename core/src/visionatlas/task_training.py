@@ -5,8 +5,15 @@ A task plugin makes its task trainable by registering a
 :class:`TaskTraining` interface. The engine (``visionatlas-train``, on PyTorch Lightning)
 owns the loop, devices, precision, checkpoints and logging; the task owns what only it
 knows: how its data is read and augmented, how targets are collated, its loss when the
-model does not compute one, and its metrics. This module imports neither torch nor
-pydantic: it only describes the interface.
+model does not compute one, and its metrics.
+
+A task whose method is not a per-batch loss under an optimizer (a one-class detector that
+trains several networks in stages and then calibrates, a nearest-neighbour index, ...)
+returns an object with the :class:`CustomFitTraining` interface instead: the engine then
+reads the data through it, builds the model, and hands both to its own ``fit``, keeping
+the configuration, the run folder and evaluation the same for every task.
+
+This module imports neither torch nor pydantic: it only describes the interfaces.
 """
 
 from __future__ import annotations
@@ -22,7 +29,11 @@ if TYPE_CHECKING:
     from torchmetrics import MetricCollection
 
 __all__ = [
+    "CustomFitTraining",
     "DataRequest",
+    "FitEvaluation",
+    "FitOutcome",
+    "FitRequest",
     "LossOptions",
     "SkippedFile",
     "TaskTraining",
@@ -145,6 +156,118 @@ class TaskTraining(Protocol):
         ...
 
 
+@dataclass(frozen=True, kw_only=True)
+class FitRequest:
+    """What the engine hands a :class:`CustomFitTraining` for one fit or evaluation.
+
+    ``config`` is the resolved training config as JSON data (``TrainConfig.as_json()`` of
+    ``visionatlas-train``: ``seed``, ``input_size``, ``model``, ...); ``explicit`` names
+    its top-level settings that the user gave (a config file, ``--set``, a mapping), as
+    opposed to catalog or engine defaults. ``device`` is the torch device the run's
+    ``accelerator`` resolves to here (``"cpu"``, ``"cuda"``, ``"mps"``). ``progress``
+    asks for progress bars; ``log`` takes one line of text at a time for the person
+    watching (``None``: say nothing).
+    """
+
+    config: Mapping[str, Any] = field(default_factory=dict)
+    explicit: frozenset[str] = frozenset()
+    device: str = "cpu"
+    progress: bool = False
+    log: Callable[[str], None] | None = None
+
+
+@dataclass(kw_only=True)
+class FitOutcome:
+    """What a custom fit reports.
+
+    ``metrics`` are its final scalars (losses, a calibrated threshold) for the run's
+    summary; ``history`` has one row per logged step (``{"step": 1, "p17/teacher_loss":
+    0.52, ...}``: keys ``GROUP/NAME``), written as the run's metrics CSV and plotted one
+    figure per ``NAME``; ``details`` is further JSON-ready information for the summary;
+    ``headline`` is a short phrase for the run's closing line (``"threshold 2.31"``).
+    """
+
+    metrics: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    headline: str = ""
+
+
+@dataclass(kw_only=True)
+class FitEvaluation:
+    """What a custom evaluation reports: scalar ``metrics``, non-scalar ``matrices``
+    (e.g. a confusion matrix as nested lists) and the ``labels`` of their rows."""
+
+    metrics: dict[str, float]
+    matrices: dict[str, list[Any]] = field(default_factory=dict)
+    labels: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class CustomFitTraining(Protocol):
+    """The training pieces of a task that trains with its own fit, not a per-batch loss.
+
+    An alternative to :class:`TaskTraining`, registered the same way (a
+    ``TrainingSpec`` whose builder returns it). The engine resolves the run's config,
+    refuses settings the fit does not honour when the user set them, reads the data with
+    :meth:`prepare_data`, builds the model from the catalog with :meth:`model_config`,
+    calls :meth:`fit`, saves the model with :meth:`save_model` into the run folder, and
+    evaluates a run with :meth:`load_model` and :meth:`evaluate`. The fit runs in one
+    process on one device; the engine does not resume it.
+
+    Attributes:
+        task: the task name.
+        builtin_datasets: ``builtin:NAME`` datasets the task can write without a download.
+        fit_settings: the training config's top-level settings the fit honours, each with
+            a few words on how (``{"seed": "the detector's seed", ...}``). Any other
+            setting given explicitly is refused, naming it.
+        setting_hints: for settings it does not honour, what to use instead
+            (``{"learning_rate": "set model.student_lr and model.teacher_lr"}``); shown in
+            the refusal.
+        registry_refusal: ``None`` if a fitted model can be stored in the model registry
+            (everything it learnt is in its weights), else the sentence that says why not;
+            ``--register`` is then refused before the fit starts.
+    """
+
+    task: str
+    builtin_datasets: Mapping[str, str]
+    fit_settings: Mapping[str, str]
+    setting_hints: Mapping[str, str]
+    registry_refusal: str | None
+
+    def prepare_data(self, source: str, request: DataRequest) -> TrainingData:
+        """Read ``source`` as :meth:`TaskTraining.prepare_data` does: for ``"fit"`` the
+        training and validation (e.g. calibration) data, for ``"evaluate"`` the held-out
+        data with whatever targets :meth:`evaluate` needs."""
+        ...
+
+    def model_config(self, request: FitRequest) -> dict[str, Any]:
+        """The architecture's config for this run: the config's ``model`` section plus
+        what its top-level settings imply (a seed, a device). A contradiction (the same
+        option set in both places) raises ``ValueError`` naming both."""
+        ...
+
+    def fit(self, model: Any, data: TrainingData, request: FitRequest) -> FitOutcome:
+        """Train ``model`` (built from the catalog with :meth:`model_config`) in place
+        on ``data``; raise ``ValueError`` (or an ``ArithmeticError`` for a diverged fit)
+        with a message naming what went wrong."""
+        ...
+
+    def evaluate(self, model: Any, data: TrainingData, request: FitRequest) -> FitEvaluation:
+        """The task's metrics of a fitted ``model`` on held-out ``data``."""
+        ...
+
+    def save_model(self, model: Any, path: Path) -> Path:
+        """Write the fitted ``model`` (weights and everything fitted) to the directory
+        ``path`` in a safe format (no pickle); return what was written."""
+        ...
+
+    def load_model(self, path: Path, *, device: str | None = None) -> Any:
+        """The model :meth:`save_model` wrote to ``path``, on ``device`` (default: as
+        saved), ready for :meth:`evaluate`."""
+        ...
+
+
 _MEMBERS = (
     "task",
     "monitor",
@@ -156,8 +279,23 @@ _MEMBERS = (
     "loss",
     "metrics",
 )
+_CUSTOM_FIT_MEMBERS = (
+    "task",
+    "builtin_datasets",
+    "fit_settings",
+    "setting_hints",
+    "registry_refusal",
+    "prepare_data",
+    "model_config",
+    "fit",
+    "evaluate",
+    "save_model",
+    "load_model",
+)
 
 
-def missing_members(obj: object) -> list[str]:
-    """The :class:`TaskTraining` members ``obj`` lacks (empty if it has them all)."""
-    return [name for name in _MEMBERS if not hasattr(obj, name)]
+def missing_members(obj: object, *, custom_fit: bool = False) -> list[str]:
+    """The :class:`TaskTraining` members ``obj`` lacks (empty if it has them all), or
+    with ``custom_fit=True`` the :class:`CustomFitTraining` members."""
+    names = _CUSTOM_FIT_MEMBERS if custom_fit else _MEMBERS
+    return [name for name in names if not hasattr(obj, name)]

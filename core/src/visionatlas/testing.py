@@ -340,8 +340,12 @@ def check_training(
     catalog = catalog or get_catalog()
     label = f"training of {task!r}"
     training = _call(label, "loading it", catalog.load_training, task)
-    if not isinstance(training, TaskTraining):  # pragma: no cover - load_training checks
-        raise CheckFailed(f"{label}: the builder returned a {type(training).__name__}")
+    if not isinstance(training, TaskTraining):
+        raise CheckFailed(
+            f"{label}: the task trains with its own fit (a CustomFitTraining, "
+            f"{type(training).__name__}); check_training checks the pieces of per-batch "
+            "training (collate, loss, metrics): test its fit and evaluate directly"
+        )
     _check_training_attributes(training, task)
 
     request = DataRequest(input_size=input_size, cache_dir=cache_dir)

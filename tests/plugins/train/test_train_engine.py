@@ -90,10 +90,14 @@ def test_a_run_learns_and_writes_a_readable_folder(
 def test_a_stopped_run_resumes_exactly_after_a_kill(toy_catalog: Catalog, tmp_path: Path) -> None:
     """A subprocess is killed (SIGKILL) in its third epoch; resuming gives the same model as
     a run that was never stopped: loops, optimizer, schedule and random state restored."""
-    settings = {**FAST, "epochs": 4, "mixup": 0.4, "dropout": 0.2}
+    settings = {
+        **FAST, "epochs": 4, "mixup": 0.4, "dropout": 0.2, "batch_size": 8,
+        "precise_bn_batches": 1,
+    }  # fmt: skip
     whole = train("toyclass", "tiny", "builtin:blobs#24", settings, out=tmp_path / "whole")
     run = tmp_path / "killed"
-    done = _train_in_subprocess(run, settings, kill_after=30 * 2 + 10)  # epoch 3 (24 + 6 items)
+    # an epoch reads 24 train items, 8 for the batch-norm statistics and 6 val items
+    done = _train_in_subprocess(run, settings, kill_after=38 * 2 + 10)  # in epoch 3
     assert done.returncode == -signal.SIGKILL, done.stderr
     assert [r["epoch"] for r in _rows(run)] == ["1", "2"]
     assert read_checkpoint(run / "checkpoints" / "last").epoch == 2
@@ -133,7 +137,8 @@ def _train_in_subprocess(
 
 def test_an_interrupted_run_says_how_to_resume(toy_catalog: Catalog, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    done = _train_in_subprocess(run, {**FAST, "epochs": 3}, kill_after=40, sig=signal.SIGINT)
+    settings = {**FAST, "epochs": 3, "precise_bn_batches": 0}  # 30 items an epoch
+    done = _train_in_subprocess(run, settings, kill_after=40, sig=signal.SIGINT)
     assert done.returncode != 0
     assert f"interrupted in epoch 2; continue the run with: visionatlas train --resume {run}" in (
         done.stderr

@@ -17,17 +17,22 @@ import torch
 from torch import Tensor
 
 from visionatlas.errors import DatasetError, ImageTooLargeError
-from visionatlas.images import IMAGE_SUFFIXES, open_image
+from visionatlas.images import IMAGE_SUFFIXES, open_image, scan_images
+from visionatlas.task_training import SkippedFile
 
 __all__ = [
     "IMAGE_SUFFIXES",
     "DatasetLayoutError",
     "ImageTooLargeError",
     "MVTecCategory",
+    "NormalImages",
+    "TestImages",
     "image_files",
     "load_images",
     "open_image",
     "read_category",
+    "read_normal_images",
+    "read_test_images",
 ]
 
 GOOD = "good"
@@ -83,6 +88,150 @@ def _read_mask(path: Path, size: tuple[int, int], image: Path) -> Tensor:
         return torch.from_numpy(np.asarray(mask) > 127)
 
 
+Size = tuple[int, int]
+
+
+def _size(image_size: int | Size | None) -> Size | None:
+    if image_size is None or isinstance(image_size, tuple):
+        return image_size
+    return (image_size, image_size)
+
+
+def _readable(paths: list[Path], strict: bool) -> tuple[list[Path], list[SkippedFile]]:
+    """``paths`` as they are when ``strict`` (an unreadable one raises when it is read),
+    else only the readable ones, the others skipped with a warning naming each."""
+    if strict:
+        return paths, []
+    return scan_images(paths, strict=False)
+
+
+@dataclass
+class NormalImages:
+    """The anomaly-free images of a category: ``train/good`` and ``validation/good``."""
+
+    train: Tensor
+    """``(N, 3, H, W)`` normal training images."""
+    validation: Tensor | None
+    """Held-out normal images from ``validation/good``, if the folder holds any."""
+    skipped: list[SkippedFile]
+    """Unreadable files left out (only when not strict)."""
+
+
+@dataclass
+class TestImages:
+    """The test split of a category, with its ground truth."""
+
+    images: Tensor
+    """``(M, 3, H, W)`` test images."""
+    masks: Tensor
+    """``(M, H, W)`` boolean ground truth (all False for ``good`` images)."""
+    labels: Tensor
+    """``(M,)`` 1 for defective, 0 for normal test images."""
+    defects: list[str]
+    """Defect type of every test image (``"good"`` for normal ones)."""
+    files: list[Path]
+    skipped: list[SkippedFile]
+    """Unreadable test images left out (only when not strict)."""
+
+
+def _check_root(root: Path) -> None:
+    if not root.is_dir():
+        raise DatasetLayoutError(f"dataset folder {root} does not exist", path=root)
+
+
+def read_normal_images(
+    folder: str | Path, *, image_size: int | Size | None = None, strict: bool = True
+) -> NormalImages:
+    """``train/good`` (and ``validation/good``, if present) of the category ``folder``.
+
+    Images are resized to ``image_size`` (a side or ``(H, W)``); without it they keep
+    their size, which must agree, and ``validation/good`` is resized to it. Unreadable
+    images raise :class:`~visionatlas.ImageReadError`, or with ``strict=False`` are
+    skipped with a :class:`~visionatlas.images.SkippedImageWarning` naming each.
+    """
+    root = Path(folder)
+    _check_root(root)
+    train_dir = root / "train" / GOOD
+    if not train_dir.is_dir():
+        raise DatasetLayoutError(
+            f"{root} has no train/good folder; expected the MVTec AD layout "
+            "<category>/train/good/*.png, <category>/test/<defect>/*.png, "
+            "<category>/ground_truth/<defect>/<name>_mask.png",
+            path=root,
+        )
+    train_files, skipped = _readable(image_files(train_dir), strict)
+    if not train_files:
+        unreadable = f" ({len(skipped)} unreadable)" if skipped else ""
+        raise DatasetLayoutError(
+            f"{train_dir} holds no images{unreadable} ({', '.join(IMAGE_SUFFIXES)} are read)",
+            path=train_dir,
+        )
+    train = load_images(train_files, _size(image_size))
+    target: Size = (int(train.shape[-2]), int(train.shape[-1]))
+    validation = None
+    validation_dir = root / "validation" / GOOD
+    if validation_dir.is_dir():
+        validation_files, more = _readable(image_files(validation_dir), strict)
+        skipped += more
+        if validation_files:
+            validation = load_images(validation_files, target)
+    return NormalImages(train=train, validation=validation, skipped=skipped)
+
+
+def read_test_images(
+    folder: str | Path,
+    *,
+    image_size: int | Size | None = None,
+    strict: bool = True,
+    required: bool = True,
+) -> TestImages:
+    """``test/<defect>/*`` of the category ``folder`` with their masks from
+    ``ground_truth/<defect>/<name>_mask.png`` (``test/good`` images need none).
+
+    Images and masks are resized to ``image_size``; without it they keep the size of the
+    first test image, which all must have. Masks are checked against their image's own
+    size first. ``required``: no test images is an error. ``strict`` as in
+    :func:`read_normal_images` (for test images; a bad mask is always an error).
+    """
+    root = Path(folder)
+    _check_root(root)
+    size = _size(image_size)
+    images: list[Tensor] = []
+    masks: list[Tensor] = []
+    defects: list[str] = []
+    files: list[Path] = []
+    skipped: list[SkippedFile] = []
+    test_dir = root / "test"
+    if test_dir.is_dir():
+        for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+            paths, more = _readable(image_files(defect_dir), strict)
+            skipped += more
+            for path in paths:
+                if size is None:
+                    with open_image(path) as handle:
+                        size = (handle.size[1], handle.size[0])
+                image, mask = _test_item(root, defect_dir.name, path, size)
+                images.append(image)
+                masks.append(mask)
+                defects.append(defect_dir.name)
+                files.append(path)
+    if required and not images:
+        raise DatasetLayoutError(
+            f"{root} has no test images (test/<defect>/*.png, with test/good for normal "
+            "ones and ground_truth/<defect>/<name>_mask.png for defective ones)",
+            path=root,
+        )
+    height, width = size if size is not None else (0, 0)
+    return TestImages(
+        images=torch.stack(images) if images else torch.empty(0, 3, height, width),
+        masks=torch.stack(masks) if masks else torch.empty(0, height, width, dtype=torch.bool),
+        labels=torch.tensor([int(d != GOOD) for d in defects], dtype=torch.long),
+        defects=defects,
+        files=files,
+        skipped=skipped,
+    )
+
+
 @dataclass
 class MVTecCategory:
     """One category of an MVTec-AD-style dataset, loaded into memory."""
@@ -111,56 +260,22 @@ def read_category(
     Masks are read at the original image size, checked against it, then resized alike.
     """
     root = Path(folder)
-    if not root.is_dir():
-        raise DatasetLayoutError(f"dataset folder {root} does not exist")
-    train_dir = root / "train" / GOOD
-    if not train_dir.is_dir():
-        raise DatasetLayoutError(
-            f"{root} has no train/good folder; expected the MVTec AD layout "
-            "<category>/train/good/*.png, <category>/test/<defect>/*.png, "
-            "<category>/ground_truth/<defect>/<name>_mask.png"
-        )
-    train_files = image_files(train_dir)
-    if not train_files:
-        raise DatasetLayoutError(
-            f"{train_dir} holds no images ({', '.join(IMAGE_SUFFIXES)} are read)"
-        )
-    size = None if image_size is None else (image_size, image_size)
-    train = load_images(train_files, size)
-    target = tuple(train.shape[-2:])
-    validation = None
-    validation_dir = root / "validation" / GOOD
-    if validation_dir.is_dir() and image_files(validation_dir):
-        validation = load_images(image_files(validation_dir), target)  # type: ignore[arg-type]
-    test_dir = root / "test"
-    images: list[Tensor] = []
-    masks: list[Tensor] = []
-    defects: list[str] = []
-    files: list[Path] = []
-    if test_dir.is_dir():
-        for defect_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
-            for path in image_files(defect_dir):
-                image, mask = _test_item(root, defect_dir.name, path, target)  # type: ignore[arg-type]
-                images.append(image)
-                masks.append(mask)
-                defects.append(defect_dir.name)
-                files.append(path)
-    if require_test and not images:
-        raise DatasetLayoutError(f"{root} has no test images (test/<defect>/*.png)")
-    height, width = target
+    normal = read_normal_images(root, image_size=image_size)
+    target: Size = (int(normal.train.shape[-2]), int(normal.train.shape[-1]))
+    test = read_test_images(root, image_size=target, required=require_test)
     return MVTecCategory(
         name=root.name,
-        train=train,
-        validation=validation,
-        test=torch.stack(images) if images else torch.empty(0, 3, height, width),
-        masks=torch.stack(masks) if masks else torch.empty(0, height, width, dtype=torch.bool),
-        labels=torch.tensor([int(d != GOOD) for d in defects], dtype=torch.long),
-        defects=defects,
-        test_files=files,
+        train=normal.train,
+        validation=normal.validation,
+        test=test.images,
+        masks=test.masks,
+        labels=test.labels,
+        defects=test.defects,
+        test_files=test.files,
     )
 
 
-def _test_item(root: Path, defect: str, path: Path, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+def _test_item(root: Path, defect: str, path: Path, size: Size) -> tuple[Tensor, Tensor]:
     with open_image(path) as handle:
         original = (handle.size[1], handle.size[0])
     image = _read_rgb(path, size)
@@ -168,7 +283,9 @@ def _test_item(root: Path, defect: str, path: Path, size: tuple[int, int]) -> tu
         return image, torch.zeros(size, dtype=torch.bool)
     mask_path = root / "ground_truth" / defect / f"{path.stem}_mask.png"
     if not mask_path.is_file():
-        raise DatasetLayoutError(f"defective test image {path} has no mask at {mask_path}")
+        raise DatasetLayoutError(
+            f"defective test image {path} has no mask at {mask_path}", path=mask_path
+        )
     mask = _read_mask(mask_path, original, path)
     if original != size:
         resized = torch.nn.functional.interpolate(

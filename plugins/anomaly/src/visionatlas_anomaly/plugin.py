@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from visionatlas import hookimpl
 from visionatlas.registry import Registrar
-from visionatlas.specs import ArchitectureSpec, CommandSpec, Hyperparameters, TaskSpec
+from visionatlas.specs import (
+    ArchitectureSpec,
+    CommandSpec,
+    Hyperparameters,
+    TaskSpec,
+    TrainingSpec,
+)
 from visionatlas_anomaly.layers import model_params
 
 TASK = "anomaly_detection"
@@ -65,6 +71,21 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
             pretrained_available=False,
             backbone="resnet18",
             tags=("anomaly", "student-teacher", "one-class", "dense"),
+        )
+    )
+
+
+@hookimpl
+def visionatlas_register_training(registry: Registrar) -> None:
+    """``visionatlas train anomaly_detection ...`` runs the detector's own fit (imported
+    lazily): the task's pieces are a CustomFitTraining, not a per-batch loss."""
+    registry.add_training(
+        TrainingSpec(
+            task=TASK,
+            builder="visionatlas_anomaly.trainable:AnomalyTraining",
+            description="MVTec AD category folders (or builtin:stripes, ...): the "
+            "detector's own fit (teachers, students, calibration); image AUROC, pixel "
+            "AUROC and PRO on the test split",
         )
     )
 

@@ -25,7 +25,9 @@ Examples:
   visionatlas train classification resnet18 builtin:digits --set epochs=2 --set input_size=32
   visionatlas train classification resnet18 DATA_DIR --out runs/r18 --set optimizer.name=sgd
   visionatlas train --resume runs/r18
-Every setting: visionatlas train --schema, and docs/training.md.
+  visionatlas train anomaly_detection uninformed_students_resnet18 builtin:stripes --out runs/a
+A task that trains with its own fit (anomaly_detection) takes the settings it uses and
+refuses the others by name. Every setting: visionatlas train --schema, and docs/training.md.
 """
 
 

@@ -394,6 +394,13 @@ class TrainConfig(BaseModel):
         strict=True,
         description="batch-norm statistics over all processes' batches (DDP, FSDP)",
     )
+    precise_bn_batches: int = Field(
+        default=8,
+        ge=0,
+        strict=True,
+        description="training batches over which batch-norm statistics are recomputed "
+        "before each validation (0: keep the running averages)",
+    )
     early_stopping: EarlyStoppingConfig | None = Field(
         default=None, description="a patience (int) or {patience, monitor, mode, min_delta}"
     )

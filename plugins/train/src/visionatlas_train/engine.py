@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, TextIO
 from visionatlas.catalog import Catalog, get_catalog
 from visionatlas.checkpoint import MANIFEST_NAME
 from visionatlas.errors import VisionAtlasError
-from visionatlas.task_training import DataRequest, SkippedFile, TaskTraining, TrainingData
+from visionatlas.task_training import (
+    CustomFitTraining,
+    DataRequest,
+    SkippedFile,
+    TaskTraining,
+    TrainingData,
+)
 from visionatlas_train.config import (
     RUNTIME_KEYS,
     ConfigError,
@@ -156,16 +162,14 @@ def _precision(config: TrainConfig) -> str:
     return "32-true" if config.precision == "32" else config.precision
 
 
-def _check_out(run_dir: Path) -> None:
+def _check_out(run_dir: Path, *, resumable: bool = True) -> None:
     """Refuse a run folder that holds a run or other files (nothing is created yet)."""
     if run_dir.exists() and not run_dir.is_dir():
         raise TrainError(f"--out {run_dir} is a file; give a directory for the run")
     if run_dir.is_dir() and any(run_dir.iterdir()):
         if (run_dir / CONFIG_NAME).is_file():
-            raise TrainError(
-                f"{run_dir} already holds a run; continue it with --resume {run_dir}, or "
-                "give another --out"
-            )
+            instead = f"continue it with --resume {run_dir}, or " if resumable else ""
+            raise TrainError(f"{run_dir} already holds a run; {instead}give another --out")
         raise TrainError(f"--out {run_dir} is not empty; give a new or empty directory")
 
 
@@ -371,6 +375,11 @@ def train(
     if resume is not None:
         run_dir = Path(resume)
         stored = _read_run(run_dir)
+        if stored.get("fit") == "custom":
+            raise ConfigError(
+                f"the run in {run_dir} was fitted by {stored['task']}'s own fit, which is all "
+                "or nothing and cannot be resumed; start a new run"
+            )
         for name, given, kept in (
             ("task", task, stored["task"]),
             ("architecture", architecture, stored["architecture"]),
@@ -400,6 +409,14 @@ def train(
         layers.append(load_config_file(os.fspath(config)))
     else:
         layers.append(config)
+    if isinstance(training, CustomFitTraining):  # its own fit, not Lightning's loop
+        from visionatlas_train.custom_fit import train_custom
+
+        return train_custom(
+            training, task=task, architecture=architecture, data=data, layers=layers,
+            sets=sets, catalog=catalog, out=out, register=register, registry=registry,
+            callbacks=callbacks, progress_bar=progress_bar, verbose=verbose, stream=stream,
+        )  # fmt: skip
     if stored is not None:
         from visionatlas_train.config import apply_set
 
@@ -557,6 +574,7 @@ def _build_trainer(
     from visionatlas_train.checkpoint_io import VisionAtlasCheckpointIO
     from visionatlas_train.finetuning import TwoPhaseFinetuning
     from visionatlas_train.module import TrainingModule
+    from visionatlas_train.precise_bn import PreciseBatchNorm
     from visionatlas_train.run import RunCheckpoint, RunRecorder
 
     monitor, mode = training.monitor, training.monitor_mode
@@ -595,6 +613,8 @@ def _build_trainer(
         auto_insert_metric_name=False,
     )
     run_callbacks: list[pl.Callback] = [recorder, best, last, *callbacks]
+    if cfg.precise_bn_batches:
+        run_callbacks.insert(0, PreciseBatchNorm(cfg.precise_bn_batches))
     if cfg.probe_epochs:
         run_callbacks.append(TwoPhaseFinetuning(cfg.probe_epochs))
     if cfg.early_stopping is not None:
@@ -755,6 +775,12 @@ def _register(
 def print_summary(summary: Mapping[str, Any], run_dir: Path, stream: TextIO | None) -> None:
     """The one-line outcome of a run (``done: 3 epochs in ...``)."""
     out = stream or sys.stderr
+    if summary.get("fit") == "custom":  # a task's own fit: no epochs
+        text = f"done: fitted in {summary['duration_s']:.1f}s; run in {run_dir}"
+        if summary.get("registered"):
+            text += f"; registered {summary['registered']}"
+        print(text, file=out, flush=True)
+        return
     best = summary.get("best")
     count = summary["epochs_completed"]
     text = f"done: {count} epoch{'' if count == 1 else 's'} in {summary['duration_s']:.1f}s"
@@ -821,6 +847,28 @@ def _load_source(
     return model, entry.task, labels, config, f"registered model {entry.ref}"
 
 
+def _custom_run(
+    source: Any, catalog: Catalog
+) -> tuple[CustomFitTraining, Path, dict[str, Any]] | None:
+    """``(training, run folder, its config.json)`` if ``source`` is the run folder of a
+    task's own fit, else ``None``."""
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    path = Path(os.fspath(source))
+    if not (path.is_dir() and (path / CONFIG_NAME).is_file()):
+        return None
+    stored = _read_run(path)
+    if stored.get("fit") != "custom":
+        return None
+    training = catalog.load_training(stored["task"])
+    if not isinstance(training, CustomFitTraining):
+        raise TrainError(
+            f"the run in {path} was fitted by {stored['task']}'s own fit, but that task's "
+            "training (from its plugin) no longer has one"
+        )
+    return training, path, stored
+
+
 def evaluate(
     source: Any,
     data: str | os.PathLike[str],
@@ -840,12 +888,26 @@ def evaluate(
     ``config`` and ``sets``.
     """
     catalog = catalog or get_catalog()
+    custom = _custom_run(source, catalog)
+    if custom is not None:
+        from visionatlas_train.custom_fit import evaluate_custom
+
+        training_, run_dir, stored_run = custom
+        return evaluate_custom(
+            training_, run_dir, stored_run, data, config=config, sets=sets,
+            progress_bar=progress_bar,
+        )  # fmt: skip
     model, task, labels, stored, description = _load_source(source, registry, catalog)
     from visionatlas.rebuild import build_info_of
 
     info = build_info_of(model)
     assert info is not None
     training = catalog.load_training(task)
+    if isinstance(training, CustomFitTraining):
+        raise TrainError(
+            f"{description} is a {task} model, which trains with its own fit: evaluate its "
+            "run folder (visionatlas evaluate RUN_DIR DATA)"
+        )
     base = dict(stored)
     if not base:
         base = catalog_defaults(catalog.get_architecture(task, info.architecture).hyperparameters)

@@ -87,12 +87,16 @@ class RunFolder:
     def read_json(self, name: str) -> Any:
         return json.loads((self.path / name).read_text(encoding="utf-8"))
 
-    def write_metrics(self, history: Sequence[Mapping[str, Any]]) -> Path:
-        """``metrics.csv``: one row per epoch; columns in a stable order."""
+    def write_metrics(
+        self, history: Sequence[Mapping[str, Any]], *, leading: Sequence[str] = _FIXED
+    ) -> Path:
+        """``metrics.csv``: one row per epoch (or per step of a custom fit, with
+        ``leading=("step",)``); the ``leading`` columns first, then the metrics in a
+        stable order."""
         names: list[str] = []
         for row in history:
-            names += [k for k in row if k not in _FIXED and k not in names]
-        columns = [*_FIXED, *sorted(names, key=_metric_order)]
+            names += [k for k in row if k not in leading and k not in names]
+        columns = [*leading, *sorted(names, key=_metric_order)]
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(columns)
@@ -118,8 +122,12 @@ class RunFolder:
         write_bytes_atomic(target, buffer.getvalue().encode("utf-8"))
         return target
 
-    def write_plots(self, history: Sequence[Mapping[str, Any]]) -> list[Path]:
-        """``plots/loss.png`` and one PNG per other metric (matplotlib, Agg canvas)."""
+    def write_plots(self, history: Sequence[Mapping[str, Any]], *, x: str = "epoch") -> list[Path]:
+        """``plots/loss.png`` and one PNG per other metric (matplotlib, Agg canvas).
+
+        A metric ``STAGE/NAME`` goes into ``NAME.png`` with one line per ``STAGE``, over
+        the column ``x`` (``epoch``, or ``step`` for a custom fit).
+        """
         if not history:
             return []
         from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -142,14 +150,15 @@ class RunFolder:
             axes = figure.add_subplot()
             for key in sorted(metrics[name]):
                 points = [
-                    (row["epoch"], row[key])
+                    (row[x], row[key])
                     for row in history
                     if isinstance(row.get(key), (int, float)) and math.isfinite(row[key])
                 ]
                 if points:
                     xs, ys = zip(*points, strict=True)
-                    axes.plot(xs, ys, marker="o", label=key)
-            axes.set_xlabel("epoch")
+                    marker = "o" if len(points) <= 50 else None  # per epoch, not per step
+                    axes.plot(xs, ys, marker=marker, label=key)
+            axes.set_xlabel(x)
             axes.set_ylabel(name)
             axes.set_title(name)
             axes.grid(True, alpha=0.3)
