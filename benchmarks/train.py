@@ -133,7 +133,7 @@ def _run(side: str, architecture: str, cache: str, warmup: int) -> dict[str, flo
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--architectures", nargs="+", default=list(ARCHITECTURES))
-    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per model")
+    parser.add_argument("--pairs", type=int, default=7, help="alternating pairs per model")
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches per run")
     parser.add_argument("--cache", default=None, help="dataset cache (default: a temp dir)")
     parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
