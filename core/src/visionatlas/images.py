@@ -18,6 +18,7 @@ platformdirs are imported inside the functions that need them.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
@@ -302,6 +303,28 @@ def dataset_cache_dir(cache_dir: Path | None = None) -> Path:
     import platformdirs
 
     return platformdirs.user_cache_path("visionatlas", appauthor=False) / "datasets"
+
+
+DATASET_MANIFEST = "dataset.json"
+"""The file that describes a built-in dataset folder (written last, read first)."""
+
+
+def write_dataset_manifest(folder: Path, manifest: Mapping[str, Any]) -> None:
+    """Write a built-in dataset's manifest (its name, ``version``, ``counts``...)."""
+    text = json.dumps(dict(manifest), indent=2) + "\n"
+    (folder / DATASET_MANIFEST).write_text(text, encoding="utf-8")
+
+
+def read_dataset_manifest(folder: Path, version: int) -> dict[str, Any] | None:
+    """The manifest of a built-in dataset folder if it is readable, of ``version`` and has
+    a ``counts`` mapping; ``None`` otherwise (the folder is then written again)."""
+    try:
+        manifest = json.loads((folder / DATASET_MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("version") != version:
+        return None
+    return manifest if isinstance(manifest.get("counts"), dict) else None
 
 
 def written_atomically(

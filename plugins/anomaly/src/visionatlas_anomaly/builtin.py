@@ -10,17 +10,20 @@ first use killed half way leaves nothing behind.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
-from visionatlas.images import dataset_cache_dir, written_atomically
+from visionatlas.images import (
+    dataset_cache_dir,
+    read_dataset_manifest,
+    write_dataset_manifest,
+    written_atomically,
+)
 from visionatlas_anomaly.synthetic import CATEGORIES, DEFECTS, SplitSizes, generate_dataset
 
 __all__ = ["BUILTIN_DATASETS", "synthetic_category"]
 
 FOLDER = "anomaly"
-MANIFEST = "dataset.json"
 VERSION = 1
 IMAGE_SIZE = 128
 SEED = 0
@@ -76,16 +79,12 @@ def _write(folder: Path, name: str) -> None:
         "seed": SEED,
         "counts": {f"{split}/{defect}": _expected(split, defect) for split, defect in _plan()},
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_dataset_manifest(folder, manifest)
 
 
 def _complete(folder: Path) -> bool:
     """The manifest is there, of this version, and every split holds its images."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
+    if read_dataset_manifest(folder, VERSION) is None:
         return False
     for split, defect in _plan():
         count = len(list((folder / split / defect).glob("*.png")))

@@ -10,10 +10,15 @@ The 1797 8x8 digit images bundled with scikit-learn (no download), written on fi
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
-from visionatlas.images import dataset_cache_dir, stratified_split, written_atomically
+from visionatlas.images import (
+    dataset_cache_dir,
+    read_dataset_manifest,
+    stratified_split,
+    write_dataset_manifest,
+    written_atomically,
+)
 
 __all__ = ["DIGITS_DESCRIPTION", "digits_folder"]
 
@@ -22,7 +27,6 @@ DIGITS_DESCRIPTION = (
     "value (the digit, 0-9) and ink (mean intensity, 0-1), fixed 80/20 train/val split"
 )
 FOLDER = "digits-regression"
-MANIFEST = "dataset.json"
 VERSION = 1
 PIXELS = 32
 VAL_FRACTION = 0.2
@@ -69,19 +73,14 @@ def _write(folder: Path) -> None:
         "counts": counts,
         "split": {"val_fraction": VAL_FRACTION, "seed": SPLIT_SEED, "stratified_by": "digit"},
     }
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    write_dataset_manifest(folder, manifest)
 
 
 def _complete(folder: Path) -> bool:
     """The manifest is there, of this version, and the CSVs and images are all present."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    if not isinstance(manifest, dict) or manifest.get("version") != VERSION:
-        return False
-    counts = manifest.get("counts")
-    if not isinstance(counts, dict) or set(counts) != {"train", "val"}:
+    manifest = read_dataset_manifest(folder, VERSION)
+    counts = None if manifest is None else manifest["counts"]
+    if counts is None or set(counts) != {"train", "val"}:
         return False
     try:
         rows = {
