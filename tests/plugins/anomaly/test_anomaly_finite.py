@@ -155,11 +155,12 @@ def test_non_finite_weights_are_neither_saved_nor_scored(
         detector.save(tmp_path / "nan")
     # A file edited to hold NaN is refused when loaded.
     path = fitted_detector.save(tmp_path / "model.safetensors")
-    tensors = load_file(str(path))
-    name = next(iter(tensors))
-    tensors[name] = torch.full_like(tensors[name], math.nan)
+    original = load_file(str(path))
     with safe_open(str(path), framework="pt") as handle:
         header = handle.metadata()
-    save_file(tensors, str(path), metadata=header)
-    with pytest.raises(DetectorFileError, match=f"NaN or infinite values in .*{name}"):
-        UninformedStudents.load(path)
+    weight = next(k for k in original if k.startswith("students."))
+    for name in (weight, "fit_threshold"):  # a weight, and the stored threshold
+        tensors = {**original, name: torch.full_like(original[name], math.nan)}
+        save_file(tensors, str(path), metadata=header)
+        with pytest.raises(DetectorFileError, match=f"NaN or infinite values in .*{name}"):
+            UninformedStudents.load(path)

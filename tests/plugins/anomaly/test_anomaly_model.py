@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from visionatlas.errors import PretrainedWeightsError
 from visionatlas_anomaly.config import UninformedStudentsConfig
+from visionatlas_anomaly.errors import NonFiniteError
 from visionatlas_anomaly.inputs import InvalidImagesError
 from visionatlas_anomaly.model import NotFittedError, UninformedStudents
 from visionatlas_anomaly.training import TeacherFallbackWarning
@@ -57,6 +58,30 @@ def test_save_and_load_give_same_maps(
     torch.testing.assert_close(after.anomaly_maps, before.anomaly_maps)
     assert after.threshold == before.threshold
     assert loaded.config == fitted_detector.config
+
+
+def test_the_fit_lives_in_the_state_dict(fitted_detector: UninformedStudents) -> None:
+    """What the registry and checkpoints store (weights only) keeps a detector fitted."""
+    state = fitted_detector.state_dict()
+    assert float(state["fit_threshold"]) == fitted_detector.threshold
+    assert state["fit_image_size"].tolist() == [32, 32]
+    copy = UninformedStudents(fitted_detector.config)
+    assert (copy.fitted, copy.threshold, copy.image_size) == (False, None, None)
+    copy.load_state_dict(state)
+    assert copy.fitted
+    assert (copy.threshold, copy.image_size) == (fitted_detector.threshold, (32, 32))
+    images = textures(2, seed=13, defect=True)
+    torch.testing.assert_close(
+        copy.predict(images).anomaly_maps, fitted_detector.predict(images).anomaly_maps
+    )
+    copy.threshold = None  # unfitting clears the stored threshold too
+    assert not bool(copy.state_dict()["fit_done"])
+    bad = {**state, "fit_threshold": torch.tensor(float("nan"), dtype=torch.float64)}
+    with pytest.raises(NonFiniteError, match="threshold is nan"):
+        UninformedStudents(fitted_detector.config).load_state_dict(bad)
+    bad = {**state, "fit_image_size": torch.tensor([0, 32])}
+    with pytest.raises(ValueError, match=r"fitted image size is \[0, 32\]"):
+        UninformedStudents(fitted_detector.config).load_state_dict(bad)
 
 
 def test_load_refuses_what_is_not_a_detector(tmp_path: Path) -> None:

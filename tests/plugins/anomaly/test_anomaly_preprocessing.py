@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 import torch
 from anomaly_helpers import TINY_CROPS, TINY_FLAGS, textures, write_pngs
+from safetensors.torch import load_file, save_file
 
 from visionatlas.cli import main
 from visionatlas_anomaly.data import image_files, load_images
 from visionatlas_anomaly.errors import DetectorFileError, UnknownImageSizeWarning
 from visionatlas_anomaly.inputs import ImageSizeError
-from visionatlas_anomaly.model import FORMAT, UninformedStudents
+from visionatlas_anomaly.model import FIT_STATE_KEYS, FORMAT, UninformedStudents
 from visionatlas_anomaly.preprocessing import IMAGENET_MEAN, IMAGENET_STD
 from visionatlas_anomaly.synthetic import SplitSizes, generate_dataset
 
@@ -113,11 +114,49 @@ def _rewrite(path: Path, **changes: object) -> None:
     meta.write_text(json.dumps(metadata), encoding="utf-8")
 
 
+def _as_legacy(path: Path, version: int, **changes: object) -> None:
+    """Turn a saved detector into a file of an older format: no ``fit_*`` tensors."""
+    tensors = load_file(str(path / "model.safetensors"))
+    kept = {k: v for k, v in tensors.items() if k not in FIT_STATE_KEYS}
+    assert len(kept) == len(tensors) - 3
+    save_file(kept, str(path / "model.safetensors"))
+    _rewrite(path, format=f"visionatlas-anomaly/uninformed-students/{version}", **changes)
+
+
+def test_format_3_detectors_load_their_fit_from_the_metadata(
+    fitted_detector: UninformedStudents, tmp_path: Path
+) -> None:
+    path = fitted_detector.save(tmp_path / "v3")
+    _as_legacy(path, 3)
+    old = UninformedStudents.load(path)
+    assert (old.threshold, old.image_size) == (fitted_detector.threshold, (32, 32))
+    images = textures(2, seed=12)
+    torch.testing.assert_close(
+        old.predict(images).anomaly_maps, fitted_detector.predict(images).anomaly_maps
+    )
+    assert old.save(tmp_path / "v4") == tmp_path / "v4"  # saved again in today's format
+    assert json.loads((tmp_path / "v4" / "config.json").read_text())["format"] == FORMAT
+
+
+def test_format_4_tensors_and_metadata_must_agree(
+    fitted_detector: UninformedStudents, tmp_path: Path
+) -> None:
+    path = fitted_detector.save(tmp_path / "edited")
+    assert fitted_detector.threshold is not None
+    _rewrite(path, threshold=fitted_detector.threshold + 1.0)
+    with pytest.raises(DetectorFileError, match="inconsistent: its tensors hold threshold"):
+        UninformedStudents.load(path)
+    path = fitted_detector.save(tmp_path / "stripped")
+    _as_legacy(path, 4)  # today's format without its fit tensors
+    with pytest.raises(DetectorFileError, match=r"(?s)does not match its config.*fit_done"):
+        UninformedStudents.load(path)
+
+
 def test_format_2_detectors_still_load_and_score_at_their_own_size(
     fitted_detector: UninformedStudents, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = fitted_detector.save(tmp_path / "old")
-    _rewrite(path, format="visionatlas-anomaly/uninformed-students/2", preprocessing=None)
+    _as_legacy(path, 2, preprocessing=None)
     with pytest.warns(UnknownImageSizeWarning, match="does not record the image size"):
         old = UninformedStudents.load(path)
     assert old.image_size is None

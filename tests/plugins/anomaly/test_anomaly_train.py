@@ -67,13 +67,20 @@ def tiny_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("registry")
+
+
+@pytest.fixture(scope="module")
 def fitted_run(
-    category: Path, tiny_config: Path, tmp_path_factory: pytest.TempPathFactory
+    category: Path, tiny_config: Path, registry: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, str]:
-    """One real fit through the command line; its run folder and what it printed."""
+    """One real fit through the command line, registered as det@1.0.0; its run folder and
+    what it printed."""
     run = tmp_path_factory.mktemp("runs") / "run"
     argv = [*TRAIN, str(category), "--out", str(run), "--config", str(tiny_config)]
     argv += ["--set", "model.student_steps=30", "--set", "seed=3", "--no-progress"]
+    argv += ["--register", "det@1.0.0", "--registry", str(registry)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     err = io.StringIO()
@@ -112,7 +119,8 @@ def test_train_writes_the_run_folder(fitted_run: tuple[Path, str]) -> None:
     assert (summary["train_images"], summary["val_images"]) == (6, 2)
     assert math.isfinite(summary["metrics"]["threshold"])
     assert summary["details"]["teacher_source"] == "self_supervised"
-    assert summary["registered"] is None
+    assert summary["registered"] == "det@1.0.0"
+    assert lines[-1].endswith("; registered det@1.0.0")
     header, *rows = (run / "metrics.csv").read_text().splitlines()
     assert header == "step,p17/student_loss,p17/teacher_loss"
     assert len(rows) == 30  # one per student step (the 5 teacher steps in the first rows)
@@ -148,6 +156,45 @@ def test_evaluate_reports_the_anomaly_metrics(
     assert "image_auroc" in out
     assert "pixel_auroc" in out
     assert " pro " in out
+
+
+def test_the_registered_detector_loads_fitted_and_evaluates_like_the_run(
+    fitted_run: tuple[Path, str],
+    category: Path,
+    registry: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from visionatlas.versioning.store import ModelRegistry
+
+    run, _ = fitted_run
+    saved = UninformedStudents.load(run / "model")
+    store = ModelRegistry(registry)
+    entry = store.get("det", "1.0.0")
+    assert entry.task == TASK
+    assert set(entry.tags) >= {"trained", TASK}
+    assert entry.metrics["threshold"] == pytest.approx(saved.threshold)
+    assert entry.metrics["training"]["config"]["input_size"] == [32, 32]
+    loaded = store.load("det", "1.0.0")
+    assert isinstance(loaded, UninformedStudents)
+    assert (loaded.threshold, loaded.image_size) == (saved.threshold, (32, 32))
+    images = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(
+        loaded.predict(images).anomaly_maps, saved.predict(images).anomaly_maps
+    )
+    reports = []
+    for source in (str(run), "det@1.0.0"):
+        argv = ["evaluate", source, str(category), "--json", "--registry", str(registry)]
+        assert main(argv) == 0
+        reports.append(json.loads(capsys.readouterr().out))
+    from_run, from_registry = reports
+    assert from_registry["source"] == "registered model det@1.0.0"
+    assert from_registry["metrics"] == from_run["metrics"]
+    assert from_registry["matrices"] == from_run["matrices"]
+    # the fitted size is the registered one; the same settings are refused as for the run
+    argv = ["evaluate", "det@1.0.0", str(category), "--registry", str(registry)]
+    assert main([*argv, "--set", "input_size=64"]) == 2
+    err = capsys.readouterr().err
+    assert "input_size does not apply when evaluating a fitted anomaly_detection model" in err
 
 
 def test_a_fitted_run_is_not_resumed_or_reused(
@@ -195,7 +242,7 @@ def test_settings_the_fit_does_not_honour_are_refused(
     assert not out.exists()
 
 
-def test_refusals_in_a_config_file_the_api_and_registration(
+def test_refusals_in_a_config_file_and_the_api(
     category: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "train.json"
@@ -205,8 +252,6 @@ def test_refusals_in_a_config_file_the_api_and_registration(
     err = capsys.readouterr().err
     assert "precision, scheduler do not apply to anomaly_detection" in err
     assert "the settings that apply are accelerator, cache_dir, input_size, model, seed" in err
-    assert main([*argv, "--register", "det@1.0.0"]) == 2
-    assert "cannot go into the model registry" in capsys.readouterr().err
     both = ["--set", "accelerator=cpu", "--set", "model.device=cpu"]
     assert main([*argv, *both]) == 2
     assert "accelerator 'cpu' and model.device 'cpu' both choose the device" in (

@@ -122,8 +122,19 @@ class UninformedStudents(nn.Module):
             "_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False
         )
         self.register_buffer("_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self._threshold: float | None = None
-        self._preprocessing: Preprocessing | None = None
+        # The fit's outcome lives in the state dict, so that the model registry and
+        # checkpoints, which store weights only, keep a fitted detector fitted.
+        self.fit_done: Tensor
+        self.fit_threshold: Tensor
+        self.fit_image_size: Tensor
+        self.register_buffer("fit_done", torch.zeros((), dtype=torch.bool))
+        self.register_buffer("fit_threshold", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("fit_image_size", torch.zeros(2, dtype=torch.int64))
+        self._normalization: tuple[tuple[float, ...], tuple[float, ...]] = (
+            IMAGENET_MEAN,
+            IMAGENET_STD,
+        )
+        self.register_load_state_dict_post_hook(_check_loaded_fit)  # type: ignore[no-untyped-call]
         self.teacher_source: str | None = None
         self.fit_report: FitReport | None = None
         self.requires_grad_(False)
@@ -135,18 +146,20 @@ class UninformedStudents(nn.Module):
 
     @property
     def fitted(self) -> bool:
-        return self.threshold is not None
+        """Whether :meth:`fit` (or loaded weights) calibrated it; ``False`` on the meta device."""
+        return not self.fit_done.is_meta and bool(self.fit_done)
 
     @property
     def threshold(self) -> float | None:
         """The calibrated image-score threshold (``None`` before :meth:`fit`); always finite."""
-        return self._threshold
+        return float(self.fit_threshold) if self.fitted else None
 
     @threshold.setter
     def threshold(self, value: float | None) -> None:
         given: object = value  # also checked at run time (files, user code)
         if given is None:
-            self._threshold = None
+            self.fit_done.fill_(False)
+            self.fit_threshold.zero_()
             return
         if isinstance(given, bool) or not isinstance(given, numbers.Real):
             raise TypeError(f"threshold must be a finite number or None, got {given!r}")
@@ -155,25 +168,34 @@ class UninformedStudents(nn.Module):
                 f"threshold must be a finite number, got {given}; a detector with a NaN or "
                 "infinite threshold would call every image normal (or anomalous)"
             )
-        self._threshold = float(given)
+        self.fit_threshold.fill_(float(given))
+        self.fit_done.fill_(True)
 
     @property
     def preprocessing(self) -> Preprocessing | None:
         """The fitted image size and normalization (``None`` before :meth:`fit`, or when
         loaded from a file saved before version 3 of the format)."""
-        return self._preprocessing
+        size = self.image_size
+        if size is None:
+            return None
+        mean, std = self._normalization
+        return Preprocessing.model_validate({"image_size": size, "mean": mean, "std": std})
 
     @preprocessing.setter
     def preprocessing(self, value: Preprocessing | None) -> None:
         mean, std = (IMAGENET_MEAN, IMAGENET_STD) if value is None else (value.mean, value.std)
         self._mean.copy_(torch.tensor(mean).view(1, 3, 1, 1))
         self._std.copy_(torch.tensor(std).view(1, 3, 1, 1))
-        self._preprocessing = value
+        self._normalization = (tuple(mean), tuple(std))
+        self.fit_image_size.copy_(torch.tensor((0, 0) if value is None else value.image_size))
 
     @property
     def image_size(self) -> tuple[int, int] | None:
         """``(H, W)`` of the images the detector was fitted on, or ``None`` if unknown."""
-        return None if self._preprocessing is None else self._preprocessing.image_size
+        if self.fit_image_size.is_meta:  # shapes traced without data
+            return None
+        height, width = (int(side) for side in self.fit_image_size)
+        return (height, width) if height > 0 and width > 0 else None
 
     @property
     def device(self) -> torch.device:
@@ -443,10 +465,36 @@ class UninformedStudents(nn.Module):
         return load_detector(Path(path), device=device)
 
 
-FORMAT = "visionatlas-anomaly/uninformed-students/3"
-"""Format 3 adds the preprocessing (fitted image size, normalization) to format 2."""
-LEGACY_FORMATS = ("visionatlas-anomaly/uninformed-students/2",)
-"""Formats still read: they load without preprocessing (images are scored at their own size)."""
+FORMAT = "visionatlas-anomaly/uninformed-students/4"
+"""Format 4 keeps the threshold and fitted image size in the tensors too (``fit_*``)."""
+LEGACY_FORMATS = (
+    "visionatlas-anomaly/uninformed-students/3",
+    "visionatlas-anomaly/uninformed-students/2",
+)
+"""Formats still read: their fit state comes from the metadata; format 2 has no
+preprocessing (images are scored at their own size)."""
+FIT_STATE_KEYS = ("fit_done", "fit_threshold", "fit_image_size")
+"""The state-dict entries that hold the fit's outcome (absent from legacy files)."""
+
+
+def _check_loaded_fit(module: nn.Module, incompatible: Any) -> None:
+    """Refuse a loaded state whose fit is inconsistent (a NaN threshold, a negative size)."""
+    del incompatible
+    done = getattr(module, "fit_done", None)
+    threshold = getattr(module, "fit_threshold", None)
+    size = getattr(module, "fit_image_size", None)
+    if done is None or threshold is None or size is None:
+        return
+    if bool(done) and not bool(torch.isfinite(threshold)):
+        raise NonFiniteError(
+            f"the loaded detector's threshold is {float(threshold)}; a fitted detector's "
+            "threshold must be a finite number"
+        )
+    if bool((size < 0).any()) or (bool((size == 0).any()) and bool((size > 0).any())):
+        raise ValueError(
+            f"the loaded detector's fitted image size is {size.tolist()}; expected two "
+            "positive sides, or (0, 0) when unknown"
+        )
 
 
 @contextlib.contextmanager

@@ -15,7 +15,7 @@ from torch import Tensor
 from visionatlas_anomaly.config import UninformedStudentsConfig, validation_summary
 from visionatlas_anomaly.devices import resolve_device
 from visionatlas_anomaly.errors import DetectorFileError, NonFiniteError, UnknownImageSizeWarning
-from visionatlas_anomaly.model import FORMAT, LEGACY_FORMATS, UninformedStudents
+from visionatlas_anomaly.model import FIT_STATE_KEYS, FORMAT, LEGACY_FORMATS, UninformedStudents
 from visionatlas_anomaly.preprocessing import Preprocessing
 
 __all__ = ["load_detector", "save_detector"]
@@ -114,7 +114,21 @@ def load_detector(path: Path, *, device: str | None = None) -> UninformedStudent
     bad = _non_finite(tensors)
     if bad:
         raise DetectorFileError(f"{path} is damaged: NaN or infinite values in {', '.join(bad)}")
-    detector.load_state_dict(tensors)
+    legacy = form in LEGACY_FORMATS
+    if legacy:  # the fit state comes from the metadata alone
+        detector.load_state_dict(tensors, strict=False)
+        missing = sorted(set(detector.state_dict()) - set(tensors) - set(FIT_STATE_KEYS))
+        unexpected = sorted(set(tensors) - set(detector.state_dict()))
+        if missing or unexpected:
+            raise DetectorFileError(
+                f"{path} does not match its config: missing {missing}, unexpected {unexpected}"
+            )
+    else:
+        try:
+            detector.load_state_dict(tensors)
+        except (RuntimeError, ValueError) as err:
+            raise DetectorFileError(f"{path} does not match its config: {err}") from err
+    stored = (detector.threshold, detector.image_size)
     threshold = metadata.get("threshold")
     try:
         detector.threshold = threshold
@@ -134,10 +148,16 @@ def load_detector(path: Path, *, device: str | None = None) -> UninformedStudent
     elif detector.fitted:
         warnings.warn(
             f"{path} does not record the image size the detector was fitted at (saved before "
-            f"format {FORMAT.rsplit('/', 1)[-1]}); images are scored at their own size, so "
+            "format 3); images are scored at their own size, so "
             "give it images of its training size",
             UnknownImageSizeWarning,
             stacklevel=3,
+        )
+    if not legacy and (detector.threshold, detector.image_size) != stored:
+        raise DetectorFileError(
+            f"{path} is inconsistent: its tensors hold threshold {stored[0]} and image size "
+            f"{stored[1]}, its metadata threshold {detector.threshold} and image size "
+            f"{detector.image_size}"
         )
     detector.teacher_source = metadata.get("teacher_source")
     return detector.to(target).eval()

@@ -8,8 +8,9 @@ statistics and a threshold on held-out normal images (see
 detector's own fit with the training engine instead of a per-batch loss: the engine reads
 the data through :meth:`AnomalyTraining.prepare_data`, builds the detector from the
 catalog, calls :meth:`AnomalyTraining.fit` and saves the fitted detector in the plugin's
-own format (``model.safetensors`` and ``config.json``), and ``visionatlas evaluate``
-reports image AUROC, pixel AUROC and PRO on the test split.
+own format (``model.safetensors`` and ``config.json``); ``--register`` stores it in the
+model registry (its threshold and fitted image size are buffers of its state dict), and
+``visionatlas evaluate`` reports image AUROC, pixel AUROC and PRO on the test split.
 """
 
 from __future__ import annotations
@@ -87,12 +88,6 @@ SETTING_HINTS: dict[str, str] = {
 }
 """What to use instead of the settings the fit does not honour."""
 
-REGISTRY_REFUSAL = (
-    "the model registry stores a model's weights only, and a fitted Uninformed Students "
-    "detector also needs its calibrated threshold and fitted image size, which are saved "
-    "with it in RUN_DIR/model (load it with UninformedStudents.load(RUN_DIR / 'model'))"
-)
-
 _FROM_TOP = {
     "seed": "seed",
     "validation_fraction": "val_fraction",
@@ -143,7 +138,7 @@ class AnomalyTraining:
     builtin_datasets: Mapping[str, str] = BUILTIN_DATASETS
     fit_settings: Mapping[str, str] = FIT_SETTINGS
     setting_hints: Mapping[str, str] = SETTING_HINTS
-    registry_refusal: str | None = REGISTRY_REFUSAL
+    registry_refusal: str | None = None
 
     # -- data ------------------------------------------------------------------------------
     def _root(self, source: str, request: DataRequest) -> Path:

@@ -26,7 +26,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -106,7 +106,7 @@ def _refuse(
     hints = training.setting_hints
     verb = "does" if len(refused) == 1 else "do"
     if evaluating:
-        reason = f"{verb} not apply when evaluating a fitted {task} run"
+        reason = f"{verb} not apply when evaluating a fitted {task} model"
     else:
         reason = f"{verb} not apply to {task}, which trains with its own fit"
     notes = [f"{key}: {hints[key]}" for key in refused if key in hints and not evaluating]
@@ -296,7 +296,11 @@ def train_custom(
             tags=("trained", task),
             metrics={
                 **outcome.metrics,
-                "training": {"input_size": cfg.input_size, "run": str(saved)},
+                "training": {
+                    "input_size": cfg.input_size,
+                    "config": run_info["config"],
+                    "run": str(saved),
+                },
             },
             description=f"{task}/{architecture} fitted on {source}",
         )
@@ -332,17 +336,22 @@ def train_custom(
 
 def evaluate_custom(
     training: CustomFitTraining,
-    run_dir: Path,
+    task: str,
     stored: Mapping[str, Any],
+    load: Callable[[str], Any],
     data: str | os.PathLike[str],
     *,
+    description: str,
     config: Mapping[str, Any] | None,
     sets: Sequence[str],
     progress_bar: bool | None,
 ) -> EvaluationResult:
-    """:func:`~visionatlas_train.evaluate` of a run fitted by a task's own fit."""
-    task = str(stored["task"])
-    cfg = resolve_config(stored["config"], config, sets=sets)
+    """:func:`~visionatlas_train.evaluate` of a model fitted by a task's own fit.
+
+    ``stored`` is the fit's resolved config (the run's, or the registry entry's);
+    ``load(device)`` returns the fitted model on that device.
+    """
+    cfg = resolve_config(stored, config, sets=sets)
     explicit = explicit_settings([config], sets)
     _refuse(
         training,
@@ -351,11 +360,8 @@ def evaluate_custom(
         task,
         evaluating=True,
     )
-    model_dir = run_dir / MODEL_DIR
-    if not model_dir.exists():
-        raise TrainError(f"the run in {run_dir} has no fitted model ({model_dir} is missing)")
     device = fit_device(cfg.accelerator)
-    model = training.load_model(model_dir, device=device)
+    model = load(device)
     source = _data_source(data)
     prepared = training.prepare_data(
         source,
@@ -379,7 +385,7 @@ def evaluate_custom(
         metrics={name: float(value) for name, value in result.metrics.items()},
         matrices=dict(result.matrices),
         task=task,
-        source=f"run {run_dir}",
+        source=description,
         data=source,
         labels=list(result.labels),
         num_images=_count(prepared.val),

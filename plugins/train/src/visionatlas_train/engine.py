@@ -841,7 +841,7 @@ def _load_source(
     model = store.load(entry.name, entry.version)
     training_info = entry.metrics.get("training") if isinstance(entry.metrics, dict) else None
     labels = list((training_info or {}).get("labels") or [])
-    config: dict[str, Any] = {}
+    config: dict[str, Any] = dict((training_info or {}).get("config") or {})
     if training_info and training_info.get("input_size"):
         config["input_size"] = training_info["input_size"]
     return model, entry.task, labels, config, f"registered model {entry.ref}"
@@ -890,12 +890,16 @@ def evaluate(
     catalog = catalog or get_catalog()
     custom = _custom_run(source, catalog)
     if custom is not None:
-        from visionatlas_train.custom_fit import evaluate_custom
+        from visionatlas_train.custom_fit import MODEL_DIR, evaluate_custom
 
         training_, run_dir, stored_run = custom
+        model_dir = run_dir / MODEL_DIR
+        if not model_dir.exists():
+            raise TrainError(f"the run in {run_dir} has no fitted model ({model_dir} is missing)")
         return evaluate_custom(
-            training_, run_dir, stored_run, data, config=config, sets=sets,
-            progress_bar=progress_bar,
+            training_, str(stored_run["task"]), stored_run["config"],
+            lambda device: training_.load_model(model_dir, device=device), data,
+            description=f"run {run_dir}", config=config, sets=sets, progress_bar=progress_bar,
         )  # fmt: skip
     model, task, labels, stored, description = _load_source(source, registry, catalog)
     from visionatlas.rebuild import build_info_of
@@ -904,10 +908,17 @@ def evaluate(
     assert info is not None
     training = catalog.load_training(task)
     if isinstance(training, CustomFitTraining):
-        raise TrainError(
-            f"{description} is a {task} model, which trains with its own fit: evaluate its "
-            "run folder (visionatlas evaluate RUN_DIR DATA)"
-        )
+        if not stored:  # in memory: the settings of its fit (the image size) are unknown
+            raise TrainError(
+                f"{description} is a {task} model, which trains with its own fit: evaluate its "
+                "run folder or registered name (visionatlas evaluate RUN_DIR|NAME@VERSION DATA)"
+            )
+        from visionatlas_train.custom_fit import evaluate_custom
+
+        return evaluate_custom(
+            training, task, stored, lambda device: model.to(device), data,
+            description=description, config=config, sets=sets, progress_bar=progress_bar,
+        )  # fmt: skip
     base = dict(stored)
     if not base:
         base = catalog_defaults(catalog.get_architecture(task, info.architecture).hyperparameters)
