@@ -85,7 +85,7 @@ def _float32_noise(model: Any, images: Any) -> float:
 
 def _stage(row: dict[str, Any], key: str, work: Any) -> None:
     """Run one stage; record ``ok`` and its figures, or the failure's first line."""
-    from visionatlas.export import ExportMismatchError
+    from visionatlas.lifecycle.export import ExportMismatchError
 
     try:
         row.update({key: "ok", **work()})
@@ -99,7 +99,7 @@ def _one(task: str, name: str, args: argparse.Namespace, scratch: Path) -> dict[
     import torch
 
     import visionatlas as va
-    from visionatlas.export import check_onnx, example_images
+    from visionatlas.lifecycle.export import check_onnx, example_images
 
     config, num_classes = TASKS[task]
     row: dict[str, Any] = {"task": task, "architecture": name}

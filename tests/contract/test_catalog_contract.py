@@ -16,7 +16,7 @@ import torch
 
 import visionatlas as va
 from visionatlas.catalog import Catalog
-from visionatlas.composition import BackboneHeadModel
+from visionatlas.models.composition import BackboneHeadModel
 
 _CATALOG = Catalog()
 ARCHITECTURES = [(spec.task, spec.name) for spec in _CATALOG.architectures()]

@@ -15,12 +15,12 @@ import torchvision.models as tvm
 from torch import nn
 from torch.func import functional_call
 
-from visionatlas._lazy import resolve
-from visionatlas.backbones import builtin, weights
-from visionatlas.backbones.base import Backbone
-from visionatlas.backbones.builtin import BACKBONES
 from visionatlas.config import BackboneConfig
 from visionatlas.errors import PretrainedWeightsError
+from visionatlas.models.backbones import builtin, weights
+from visionatlas.models.backbones.base import Backbone
+from visionatlas.models.backbones.builtin import BACKBONES
+from visionatlas.plugins.lazy import resolve
 
 SPECS = {spec.name: spec for spec in BACKBONES}
 ONE_PER_FAMILY = (
@@ -139,7 +139,7 @@ def test_catalog_data_is_consistent() -> None:
 
 def test_builtin_plugin_is_torch_free_and_registers_everything() -> None:
     code = (
-        "import sys, visionatlas.backbones.builtin as b; "
+        "import sys, visionatlas.models.backbones.builtin as b; "
         "print(len(b.BACKBONES), 'torch' in sys.modules, 'torchvision' in sys.modules)"
     )
     src = str(Path(builtin.__file__).parents[2])

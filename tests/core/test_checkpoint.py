@@ -19,9 +19,9 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 import visionatlas as va
-from visionatlas import checkpoint
-from visionatlas._statecodec import StateCodecError, decode_state, encode_state
-from visionatlas.checkpoint import MANIFEST_NAME, read_checkpoint
+from visionatlas.lifecycle import checkpoint
+from visionatlas.lifecycle._statecodec import StateCodecError, decode_state, encode_state
+from visionatlas.lifecycle.checkpoint import MANIFEST_NAME, read_checkpoint
 
 ARCH = ("classification", "mobilenet_v3_small")
 IMAGES = (2, 3, 64, 64)
@@ -65,7 +65,7 @@ def test_round_trip_restores_model_optimizer_scheduler_epoch_and_metrics(tmp_pat
     )
     assert saved == tmp_path / "v1.0.0"
     manifest = json.loads((saved / MANIFEST_NAME).read_text())  # strict JSON, no NaN token
-    assert manifest["format"] == "visionatlas.checkpoint"
+    assert manifest["format"] == "visionatlas.lifecycle.checkpoint"
     assert manifest["epoch"] == 7
 
     torch.manual_seed(123)
@@ -302,7 +302,7 @@ _CRASHING_SAVE = """
 import os, sys, torch
 import safetensors.torch
 import visionatlas as va
-import visionatlas._files as files
+import visionatlas.lifecycle.files as files
 
 where, path = sys.argv[1], sys.argv[2]
 torch.manual_seed(5)

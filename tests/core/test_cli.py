@@ -13,9 +13,9 @@ import torch
 from torch import Tensor, nn
 
 from visionatlas import Catalog, hookimpl, use_catalog
-from visionatlas._format import format_table, human_count, summarize
 from visionatlas.cli import main
-from visionatlas.registry import Registrar
+from visionatlas.cli._tables import format_table, human_count, summarize
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, BackboneSpec, FeatureLevel, TaskSpec
 
 
@@ -73,16 +73,16 @@ def _image_list(*, batch_size: int, input_size: tuple[int, int]) -> list[Tensor]
 
 class ToyPlugin:
     @hookimpl
-    def visionatlas_register_tasks(self, registry: Registrar) -> None:
-        registry.add_task(TaskSpec(name="toy", display_name="Toy", demo_architecture="tiny"))
-        registry.add_task(
+    def visionatlas_register_tasks(self, registrar: Registrar) -> None:
+        registrar.add_task(TaskSpec(name="toy", display_name="Toy", demo_architecture="tiny"))
+        registrar.add_task(
             TaskSpec(name="toydet", display_name="Toy detection", example_inputs=_image_list)
         )
-        registry.add_task(TaskSpec(name="broken", display_name="Broken"))
+        registrar.add_task(TaskSpec(name="broken", display_name="Broken"))
 
     @hookimpl
-    def visionatlas_register_backbones(self, registry: Registrar) -> None:
-        registry.add_backbone(
+    def visionatlas_register_backbones(self, registrar: Registrar) -> None:
+        registrar.add_backbone(
             BackboneSpec(
                 name="toynet",
                 builder=_tiny,
@@ -99,14 +99,14 @@ class ToyPlugin:
         )
 
     @hookimpl
-    def visionatlas_register_architectures(self, registry: Registrar) -> None:
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
         for task, name, builder in [
             ("toy", "tiny", _tiny),
             ("toy", "tiny2", _tiny),
             ("toydet", "det", _detector),
             ("broken", "boom", _broken),
         ]:
-            registry.add_architecture(
+            registrar.add_architecture(
                 ArchitectureSpec(
                     task=task,
                     name=name,
@@ -322,7 +322,7 @@ def test_plugins(capsys: pytest.CaptureFixture[str]) -> None:
 def test_plugins_show_problems_one_line_each(capsys: pytest.CaptureFixture[str]) -> None:
     class Raising:
         @hookimpl
-        def visionatlas_register_tasks(self, registry: Registrar) -> None:
+        def visionatlas_register_tasks(self, registrar: Registrar) -> None:
             raise ValueError("first line\nsecond line")
 
     with use_catalog(Catalog(builtins=False, entry_points=False, plugins=[Raising()])):
@@ -474,8 +474,8 @@ def _nan_images(*, batch_size: int, input_size: tuple[int, int]) -> Tensor:
 
 class _NanPlugin:
     @hookimpl
-    def visionatlas_register_tasks(self, registry: Registrar) -> None:
-        registry.add_task(
+    def visionatlas_register_tasks(self, registrar: Registrar) -> None:
+        registrar.add_task(
             TaskSpec(
                 name="nan",
                 display_name="Bad pixels",
@@ -485,8 +485,8 @@ class _NanPlugin:
         )
 
     @hookimpl
-    def visionatlas_register_architectures(self, registry: Registrar) -> None:
-        registry.add_architecture(
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
+        registrar.add_architecture(
             ArchitectureSpec(task="nan", name="tiny", builder=_tiny, default_num_classes=2)
         )
 

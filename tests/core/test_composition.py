@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 import visionatlas as va
-from visionatlas.composition import BackboneHeadModel, head_input_kind, is_composed
-from visionatlas.heads.mlp import MLPHead
-from visionatlas.heads.pooling import AttentionPoolHead, GeMHead
+from visionatlas.models.composition import BackboneHeadModel, head_input_kind, is_composed
+from visionatlas.models.heads.mlp import MLPHead
+from visionatlas.models.heads.pooling import AttentionPoolHead, GeMHead
 
 SMALL = (2, 3, 64, 64)
 NEW_HEADS = ("linear", "mlp", "gem", "attention_pool")
@@ -193,7 +193,7 @@ def test_reset_head_of_a_composed_model_keeps_or_replaces_options() -> None:
 def test_builtin_heads_plugin_imports_no_torch() -> None:
     code = (
         "import json, sys\n"
-        "import visionatlas.heads.builtin as b\n"
+        "import visionatlas.models.heads.builtin as b\n"
         "import visionatlas as va\n"
         "heads = va.list_heads()\n"
         "print(json.dumps({'heads': heads, 'heavy': sorted(m for m in ('torch', 'pydantic') "

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ValidationError
 import visionatlas as va
 from visionatlas import BackboneConfig, CompositionConfig, ModelConfig
 from visionatlas.config import MAX_NUM_CLASSES, validate_num_classes
-from visionatlas.rebuild import rebuild_model
+from visionatlas.lifecycle.rebuild import rebuild_model
 
 
 def test_defaults_match_the_spec_fields() -> None:

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 import visionatlas as va
-from visionatlas.export import (
+from visionatlas.lifecycle.export import (
     DEFAULT_OPSET,
     UnsafeProgramError,
     _check_dynamic_dims,

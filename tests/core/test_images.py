@@ -1,4 +1,4 @@
-"""visionatlas.images: safe opening, scanning, transforms, splits and atomic dataset writes."""
+"""visionatlas.training.images: safe opening, scanning, transforms, splits, atomic writes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from visionatlas import DatasetError, ImageReadError, ImageTooLargeError, SkippedFile
-from visionatlas.images import (
+from visionatlas.training.images import (
     MAX_SKIP_WARNINGS,
     ImageFiles,
     SkippedImageWarning,

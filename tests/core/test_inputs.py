@@ -20,8 +20,8 @@ from torch import Tensor, nn
 import visionatlas as va
 from visionatlas import Catalog, hookimpl, use_catalog
 from visionatlas.inputs import InputCheck, install_input_check
-from visionatlas.rebuild import rebuild_model
-from visionatlas.registry import Registrar
+from visionatlas.lifecycle.rebuild import rebuild_model
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import INPUT_KINDS, ArchitectureSpec, TaskSpec
 
 
@@ -49,15 +49,15 @@ class _PerImage(nn.Module):
 
 class _InputsPlugin:
     @hookimpl
-    def visionatlas_register_tasks(self, registry: Registrar) -> None:
-        registry.add_task(TaskSpec(name="batch", display_name="B", input_kind="image_batch"))
-        registry.add_task(TaskSpec(name="listed", display_name="L", input_kind="image_list"))
-        registry.add_task(TaskSpec(name="free", display_name="F"))
+    def visionatlas_register_tasks(self, registrar: Registrar) -> None:
+        registrar.add_task(TaskSpec(name="batch", display_name="B", input_kind="image_batch"))
+        registrar.add_task(TaskSpec(name="listed", display_name="L", input_kind="image_list"))
+        registrar.add_task(TaskSpec(name="free", display_name="F"))
 
     @hookimpl
-    def visionatlas_register_architectures(self, registry: Registrar) -> None:
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
         for task, builder in [("batch", _Pooled), ("listed", _PerImage), ("free", _Pooled)]:
-            registry.add_architecture(
+            registrar.add_architecture(
                 ArchitectureSpec(
                     task=task,
                     name="toy",
@@ -169,8 +169,8 @@ def test_the_check_is_installed_once_and_described(catalog: Catalog) -> None:
 def test_an_unknown_input_kind_is_a_plugin_problem() -> None:
     class Bad:
         @hookimpl
-        def visionatlas_register_tasks(self, registry: Registrar) -> None:
-            registry.add_task(TaskSpec(name="bad", display_name="Bad", input_kind="tensor"))
+        def visionatlas_register_tasks(self, registrar: Registrar) -> None:
+            registrar.add_task(TaskSpec(name="bad", display_name="Bad", input_kind="tensor"))
 
     catalog = Catalog(builtins=False, entry_points=False, plugins=[Bad()])
     (report,) = catalog.list_plugins()

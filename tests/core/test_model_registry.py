@@ -16,8 +16,8 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 import visionatlas as va
-from visionatlas.versioning import ModelRegistry, default_registry_dir, normalize_version
-from visionatlas.versioning.semver import sort_versions
+from visionatlas.lifecycle.versioning import ModelRegistry, default_registry_dir, normalize_version
+from visionatlas.lifecycle.versioning.semver import sort_versions
 
 IMAGES = (2, 3, 64, 64)
 

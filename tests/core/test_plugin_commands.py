@@ -13,7 +13,7 @@ import pytest
 from visionatlas import Catalog, hookimpl, use_catalog
 from visionatlas.cli import main
 from visionatlas.errors import PluginError
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import CommandSpec
 
 
@@ -41,12 +41,12 @@ def _no_handler_configure(parser: argparse.ArgumentParser) -> None:
 
 class EchoPlugin:
     @hookimpl
-    def visionatlas_register_commands(self, registry: Registrar) -> None:
-        registry.add_command(
+    def visionatlas_register_commands(self, registrar: Registrar) -> None:
+        registrar.add_command(
             CommandSpec(name="echo", help="print words", configure=_echo_configure)
         )
-        registry.add_command(CommandSpec(name="bare", configure=_no_handler_configure))
-        registry.add_command(
+        registrar.add_command(CommandSpec(name="bare", configure=_no_handler_configure))
+        registrar.add_command(
             CommandSpec(name="missing", configure="visionatlas_no_such_module.cli:configure")
         )
 
@@ -105,8 +105,8 @@ def test_plugin_command_that_cannot_load_fails_clearly(
 def test_builtin_command_names_are_reserved() -> None:
     class Squatter:
         @hookimpl
-        def visionatlas_register_commands(self, registry: Registrar) -> None:
-            registry.add_command(CommandSpec(name="list", configure=_echo_configure))
+        def visionatlas_register_commands(self, registrar: Registrar) -> None:
+            registrar.add_command(CommandSpec(name="list", configure=_echo_configure))
 
     catalog = Catalog(builtins=False, entry_points=False)
     with pytest.raises(PluginError, match="'list' is a built-in visionatlas command"):

@@ -34,8 +34,12 @@ from visionatlas import (
     hookimpl,
     use_catalog,
 )
-from visionatlas._lazy import LazyCall
-from visionatlas._plugins import DEFAULT_SLOW_HOOK_SECONDS, SLOW_HOOK_ENV, slow_hook_seconds
+from visionatlas.plugins.discovery import (
+    DEFAULT_SLOW_HOOK_SECONDS,
+    SLOW_HOOK_ENV,
+    slow_hook_seconds,
+)
+from visionatlas.plugins.lazy import LazyCall
 from visionatlas.testing import check_plugin
 
 FIXTURE_PLUGINS = {
@@ -222,8 +226,8 @@ def test_sys_exit_in_a_hook_is_rolled_back_like_an_exception(
 def test_sys_exit_in_a_builder_module_is_a_plugin_error(fixture_plugins_on_path: Path) -> None:
     class ExitsOnBuild:
         @hookimpl
-        def visionatlas_register_architectures(self, registry: Registrar) -> None:
-            registry.add_architecture(
+        def visionatlas_register_architectures(self, registrar: Registrar) -> None:
+            registrar.add_architecture(
                 ArchitectureSpec(
                     task="classification",
                     name="exits_on_build",
@@ -271,9 +275,9 @@ def test_a_slow_programmatic_plugin_still_registers(
 ) -> None:
     class Slow:
         @hookimpl
-        def visionatlas_register_architectures(self, registry: Registrar) -> None:
+        def visionatlas_register_architectures(self, registrar: Registrar) -> None:
             time.sleep(SLOW_SLEEP_SECONDS)
-            registry.add_architecture(
+            registrar.add_architecture(
                 ArchitectureSpec(task="classification", name="slow_net", builder=_tiny_builder)
             )
 
@@ -494,12 +498,12 @@ def _module_plugin() -> types.ModuleType:
     module = types.ModuleType("inline_module_plugin")
 
     @hookimpl
-    def visionatlas_register_tasks(registry: Registrar) -> None:
-        registry.add_task(TaskSpec(name="inline_task", display_name="Inline"))
+    def visionatlas_register_tasks(registrar: Registrar) -> None:
+        registrar.add_task(TaskSpec(name="inline_task", display_name="Inline"))
 
     @hookimpl
-    def visionatlas_register_architectures(registry: Registrar) -> None:
-        registry.add_architecture(
+    def visionatlas_register_architectures(registrar: Registrar) -> None:
+        registrar.add_architecture(
             ArchitectureSpec(
                 task="inline_task", name="pool_linear", builder=_tiny_builder, default_num_classes=2
             )
@@ -524,8 +528,8 @@ class _ObjectPlugin:
         return self.api_version
 
     @hookimpl
-    def visionatlas_register_architectures(self, registry: Registrar) -> None:
-        registry.add_architecture(
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
+        registrar.add_architecture(
             ArchitectureSpec(task="classification", name=self.arch, builder=_tiny_builder)
         )
 
@@ -586,8 +590,8 @@ def test_isolated_catalog_ignores_installed_entry_points(fixture_plugins_on_path
 def test_isolated_catalog_reports_problems_of_given_plugins() -> None:
     class Broken:
         @hookimpl
-        def visionatlas_register_backbones(self, registry: Registrar) -> None:
-            registry.add_backbone(
+        def visionatlas_register_backbones(self, registrar: Registrar) -> None:
+            registrar.add_backbone(
                 BackboneSpec(
                     name="half", builder="x.y:z", family="f", out_channels=1, pre_logits_dim=1
                 )

@@ -12,9 +12,9 @@ class _BackbonePlugin:
     """Registers a copy of resnet18 under a new name; classification should derive from it."""
 
     @va.hookimpl
-    def visionatlas_register_backbones(self, registry: va.Registrar) -> None:
-        original = registry.backbones["resnet18"]
-        registry.add_backbone(
+    def visionatlas_register_backbones(self, registrar: va.Registrar) -> None:
+        original = registrar.backbones["resnet18"]
+        registrar.add_backbone(
             BackboneSpec(
                 name="my_resnet18",
                 builder=original.builder,
@@ -64,8 +64,8 @@ def test_a_builder_that_returns_no_module_is_reported() -> None:
 
 class _MismatchedBackbone:
     @va.hookimpl
-    def visionatlas_register_backbones(self, registry: va.Registrar) -> None:
-        registry.add_backbone(
+    def visionatlas_register_backbones(self, registrar: va.Registrar) -> None:
+        registrar.add_backbone(
             BackboneSpec(
                 name="mismatched",
                 builder="x.y:z",

@@ -19,7 +19,7 @@ from torch.optim.swa_utils import update_bn
 
 import visionatlas as va
 from visionatlas.cli import main
-from visionatlas.versioning import ModelRegistry
+from visionatlas.lifecycle.versioning import ModelRegistry
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -169,7 +169,7 @@ def test_export_weights_from_the_registry_and_a_checkpoint(
     assert code == 0, err
     assert "registered model birds@0.1.0" in out
     assert "checked against the model: max |difference|" in out
-    program = va.export.load_program(tmp_path / "birds.pt2").module()
+    program = va.load_program(tmp_path / "birds.pt2").module()
     model = ModelRegistry(filled).load("birds")
     images = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
@@ -239,7 +239,7 @@ def _unwritable_directory(tmp_path: Path) -> Path | None:
 
 @pytest.mark.parametrize("opset", ["1", "999"])
 def test_export_refuses_an_opset_the_exporter_does_not_support(tmp_path: Path, opset: str) -> None:
-    from visionatlas.export import supported_opsets
+    from visionatlas.lifecycle.export import supported_opsets
 
     lowest, highest = supported_opsets()
     target = tmp_path / "model.onnx"

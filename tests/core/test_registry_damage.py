@@ -18,7 +18,7 @@ from torch import nn
 
 import visionatlas as va
 from visionatlas.cli import main
-from visionatlas.versioning import (
+from visionatlas.lifecycle.versioning import (
     DamagedEntryError,
     ModelRegistry,
     RegistryError,
@@ -253,7 +253,7 @@ def test_weights_moved_aside_by_an_older_writer_are_put_back(registry: ModelRegi
 _READ_ONLY = """
 import sys
 import visionatlas as va
-from visionatlas.versioning import ModelRegistry, RegistryError
+from visionatlas.lifecycle.versioning import ModelRegistry, RegistryError
 
 registry = ModelRegistry(sys.argv[1])
 print(registry.names(), va.count_parameters(registry.load("good")) > 0)

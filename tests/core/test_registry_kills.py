@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 import visionatlas as va
-from visionatlas.versioning import ModelRegistry, UnknownModelError, UnknownVersionError
+from visionatlas.lifecycle.versioning import ModelRegistry, UnknownModelError, UnknownVersionError
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 

@@ -27,10 +27,10 @@ from visionatlas import (
     hookimpl,
 )
 from visionatlas.errors import UnknownTrainingError
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, TaskSpec
-from visionatlas.task_training import missing_members
 from visionatlas.testing import CheckFailed, check_training, isolated_catalog
+from visionatlas.training.protocol import missing_members
 
 ARCH = "mobilenet_v3_small"
 
@@ -110,18 +110,18 @@ class TagPlugin:
         self.builder = builder
 
     @hookimpl
-    def visionatlas_register_tasks(self, registry: Registrar) -> None:
-        registry.add_task(TaskSpec(name="tagging", display_name="Tags", demo_architecture="tiny"))
+    def visionatlas_register_tasks(self, registrar: Registrar) -> None:
+        registrar.add_task(TaskSpec(name="tagging", display_name="Tags", demo_architecture="tiny"))
 
     @hookimpl
-    def visionatlas_register_architectures(self, registry: Registrar) -> None:
-        registry.add_architecture(
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
+        registrar.add_architecture(
             ArchitectureSpec(task="tagging", name="tiny", builder=_build_tagger)
         )
 
     @hookimpl
-    def visionatlas_register_training(self, registry: Registrar) -> None:
-        registry.add_training(TrainingSpec(task="tagging", builder=self.builder))
+    def visionatlas_register_training(self, registrar: Registrar) -> None:
+        registrar.add_training(TrainingSpec(task="tagging", builder=self.builder))
 
 
 def test_a_plugin_makes_its_task_trainable_through_the_hook() -> None:
@@ -185,8 +185,8 @@ def test_a_custom_fit_is_accepted_and_a_partial_one_named() -> None:
 
 class SecondTagPlugin:
     @hookimpl
-    def visionatlas_register_training(self, registry: Registrar) -> None:
-        registry.add_training(TrainingSpec(task="tagging", builder=TagTraining))
+    def visionatlas_register_training(self, registrar: Registrar) -> None:
+        registrar.add_training(TrainingSpec(task="tagging", builder=TagTraining))
 
 
 def test_duplicate_training_for_a_task_is_reported() -> None:

@@ -108,16 +108,16 @@ class Workbench:
     }
 
     @hookimpl
-    def visionatlas_register_tasks(self, registry: Registrar) -> None:
+    def visionatlas_register_tasks(self, registrar: Registrar) -> None:
         for name, inputs in (("custom_inputs", make_inputs), ("broken_inputs", make_broken_inputs)):
-            registry.add_task(TaskSpec(name=name, display_name=name, example_inputs=inputs))
+            registrar.add_task(TaskSpec(name=name, display_name=name, example_inputs=inputs))
 
     @hookimpl
-    def visionatlas_register_architectures(self, registry: Registrar) -> None:
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
         for task in ("custom_inputs", "broken_inputs"):
-            registry.add_architecture(ArchitectureSpec(task=task, name="good", builder=build_good))
+            registrar.add_architecture(ArchitectureSpec(task=task, name="good", builder=build_good))
         for name, (builder, num_params) in self.ARCHITECTURES.items():
-            registry.add_architecture(
+            registrar.add_architecture(
                 ArchitectureSpec(
                     task="bench",
                     name=name,

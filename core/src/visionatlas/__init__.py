@@ -37,6 +37,7 @@ from visionatlas.errors import (
     NonFiniteInputError,
     PluginError,
     PretrainedWeightsError,
+    RejectedSpecError,
     ShapeInferenceError,
     UnknownArchitectureError,
     UnknownBackboneError,
@@ -45,9 +46,10 @@ from visionatlas.errors import (
     UnknownTaskError,
     VisionAtlasError,
 )
-from visionatlas.hookspecs import API_VERSION, hookimpl
 from visionatlas.inputs import InputCheck, checking_inputs, input_check
-from visionatlas.registry import PluginReport, Problem, Registrar
+from visionatlas.plugins.hookspecs import API_MINOR_VERSION, API_VERSION, hookimpl
+from visionatlas.plugins.lazy import LazyCall
+from visionatlas.plugins.registrar import PluginReport, Problem, Registrar
 from visionatlas.specs import (
     ArchitectureSpec,
     BackboneSpec,
@@ -58,8 +60,9 @@ from visionatlas.specs import (
     PluginRef,
     TaskSpec,
     TrainingSpec,
+    WeightsSpec,
 )
-from visionatlas.task_training import (
+from visionatlas.training.protocol import (
     CustomFitTraining,
     DataRequest,
     FitEvaluation,
@@ -72,8 +75,8 @@ from visionatlas.task_training import (
 )
 
 if TYPE_CHECKING:
-    from visionatlas.backbones.base import Backbone
-    from visionatlas.checkpoint import (
+    from visionatlas.config import BackboneConfig, ModelConfig
+    from visionatlas.lifecycle.checkpoint import (
         Checkpoint,
         CheckpointBusyError,
         CheckpointError,
@@ -82,30 +85,18 @@ if TYPE_CHECKING:
         read_checkpoint,
         save_checkpoint,
     )
-    from visionatlas.composition import (
-        BackboneHeadModel,
-        CompositionConfig,
-        compose_model,
-    )
-    from visionatlas.config import BackboneConfig, ModelConfig
-    from visionatlas.export import (
+    from visionatlas.lifecycle.export import (
         ExportError,
         ExportResult,
         export_onnx,
         export_program,
+        load_program,
     )
-    from visionatlas.inspection import (
-        LayerInfo,
-        ModelSummary,
-        count_parameters,
-        infer_output_shape,
-        summary,
-    )
-    from visionatlas.rebuild import (
+    from visionatlas.lifecycle.rebuild import (
         MissingPluginError,
         rebuild_model,
     )
-    from visionatlas.versioning.errors import (
+    from visionatlas.lifecycle.versioning.errors import (
         DamagedEntryError,
         InvalidVersionError,
         RegistryError,
@@ -114,47 +105,61 @@ if TYPE_CHECKING:
         UnknownVersionError,
         VersionExistsError,
     )
-    from visionatlas.versioning.store import (
+    from visionatlas.lifecycle.versioning.store import (
         ModelEntry,
         ModelRegistry,
+    )
+    from visionatlas.models.backbones.base import Backbone
+    from visionatlas.models.composition import (
+        BackboneHeadModel,
+        CompositionConfig,
+        compose_model,
+    )
+    from visionatlas.models.inspection import (
+        LayerInfo,
+        ModelSummary,
+        count_parameters,
+        infer_output_shape,
+        summary,
     )
 
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Backbone": "visionatlas.backbones.base",
+    "Backbone": "visionatlas.models.backbones.base",
     "BackboneConfig": "visionatlas.config",
     "ModelConfig": "visionatlas.config",
-    "LayerInfo": "visionatlas.inspection",
-    "ModelSummary": "visionatlas.inspection",
-    "count_parameters": "visionatlas.inspection",
-    "infer_output_shape": "visionatlas.inspection",
-    "summary": "visionatlas.inspection",
-    "Checkpoint": "visionatlas.checkpoint",
-    "CheckpointBusyError": "visionatlas.checkpoint",
-    "CheckpointError": "visionatlas.checkpoint",
-    "CorruptCheckpointError": "visionatlas.checkpoint",
-    "load_checkpoint": "visionatlas.checkpoint",
-    "read_checkpoint": "visionatlas.checkpoint",
-    "save_checkpoint": "visionatlas.checkpoint",
-    "BackboneHeadModel": "visionatlas.composition",
-    "CompositionConfig": "visionatlas.composition",
-    "compose_model": "visionatlas.composition",
-    "ExportError": "visionatlas.export",
-    "ExportResult": "visionatlas.export",
-    "export_onnx": "visionatlas.export",
-    "export_program": "visionatlas.export",
-    "MissingPluginError": "visionatlas.rebuild",
-    "rebuild_model": "visionatlas.rebuild",
-    "InvalidVersionError": "visionatlas.versioning.errors",
-    "RegistryError": "visionatlas.versioning.errors",
-    "RegistryLockedError": "visionatlas.versioning.errors",
-    "DamagedEntryError": "visionatlas.versioning.errors",
-    "UnknownModelError": "visionatlas.versioning.errors",
-    "UnknownVersionError": "visionatlas.versioning.errors",
-    "VersionExistsError": "visionatlas.versioning.errors",
-    "ModelEntry": "visionatlas.versioning.store",
-    "ModelRegistry": "visionatlas.versioning.store",
+    "LayerInfo": "visionatlas.models.inspection",
+    "ModelSummary": "visionatlas.models.inspection",
+    "count_parameters": "visionatlas.models.inspection",
+    "infer_output_shape": "visionatlas.models.inspection",
+    "summary": "visionatlas.models.inspection",
+    "Checkpoint": "visionatlas.lifecycle.checkpoint",
+    "CheckpointBusyError": "visionatlas.lifecycle.checkpoint",
+    "CheckpointError": "visionatlas.lifecycle.checkpoint",
+    "CorruptCheckpointError": "visionatlas.lifecycle.checkpoint",
+    "load_checkpoint": "visionatlas.lifecycle.checkpoint",
+    "read_checkpoint": "visionatlas.lifecycle.checkpoint",
+    "save_checkpoint": "visionatlas.lifecycle.checkpoint",
+    "BackboneHeadModel": "visionatlas.models.composition",
+    "CompositionConfig": "visionatlas.models.composition",
+    "compose_model": "visionatlas.models.composition",
+    "ExportError": "visionatlas.lifecycle.export",
+    "ExportResult": "visionatlas.lifecycle.export",
+    "export_onnx": "visionatlas.lifecycle.export",
+    "export_program": "visionatlas.lifecycle.export",
+    "load_program": "visionatlas.lifecycle.export",
+    "MissingPluginError": "visionatlas.lifecycle.rebuild",
+    "rebuild_model": "visionatlas.lifecycle.rebuild",
+    "InvalidVersionError": "visionatlas.lifecycle.versioning.errors",
+    "RegistryError": "visionatlas.lifecycle.versioning.errors",
+    "RegistryLockedError": "visionatlas.lifecycle.versioning.errors",
+    "DamagedEntryError": "visionatlas.lifecycle.versioning.errors",
+    "UnknownModelError": "visionatlas.lifecycle.versioning.errors",
+    "UnknownVersionError": "visionatlas.lifecycle.versioning.errors",
+    "VersionExistsError": "visionatlas.lifecycle.versioning.errors",
+    "ModelEntry": "visionatlas.lifecycle.versioning.store",
+    "ModelRegistry": "visionatlas.lifecycle.versioning.store",
 }
 
 
@@ -172,6 +177,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "API_MINOR_VERSION",
     "API_VERSION",
     "ArchitectureSpec",
     "Backbone",
@@ -207,6 +213,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidVersionError",
     "LayerInfo",
+    "LazyCall",
     "LossOptions",
     "MissingPluginError",
     "ModelConfig",
@@ -222,6 +229,7 @@ __all__ = [
     "Registrar",
     "RegistryError",
     "RegistryLockedError",
+    "RejectedSpecError",
     "ShapeInferenceError",
     "SkippedFile",
     "TaskSpec",
@@ -237,6 +245,7 @@ __all__ = [
     "UnknownVersionError",
     "VersionExistsError",
     "VisionAtlasError",
+    "WeightsSpec",
     "__version__",
     "checking_inputs",
     "compose_model",
@@ -260,6 +269,7 @@ __all__ = [
     "list_plugins",
     "list_tasks",
     "load_checkpoint",
+    "load_program",
     "read_checkpoint",
     "rebuild_model",
     "register",

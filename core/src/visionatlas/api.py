@@ -6,14 +6,14 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from visionatlas.catalog import get_catalog
-from visionatlas.registry import PluginReport
+from visionatlas.plugins.registrar import PluginReport
 from visionatlas.specs import ArchitectureSpec, BackboneSpec, TaskSpec
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from visionatlas.backbones.base import Backbone
     from visionatlas.config import BackboneConfig, ModelConfig
+    from visionatlas.models.backbones.base import Backbone
 
 __all__ = [
     "config_schema",

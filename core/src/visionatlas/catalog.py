@@ -14,19 +14,20 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from visionatlas._lazy import resolve
-from visionatlas._plugins import LoadedPlugins, load_plugins, programmatic_report
 from visionatlas.errors import (
     DuplicateNameError,
     InvalidArgumentError,
     PluginError,
+    PretrainedWeightsError,
     UnknownArchitectureError,
     UnknownBackboneError,
     UnknownHeadError,
     UnknownTaskError,
     UnknownTrainingError,
 )
-from visionatlas.registry import PluginReport, Registrar, describe_error
+from visionatlas.plugins.discovery import LoadedPlugins, load_plugins, programmatic_report
+from visionatlas.plugins.lazy import resolve
+from visionatlas.plugins.registrar import PluginReport, Registrar, describe_error
 from visionatlas.specs import (
     ArchitectureSpec,
     BackboneSpec,
@@ -37,13 +38,13 @@ from visionatlas.specs import (
     TaskSpec,
     TrainingSpec,
 )
-from visionatlas.task_training import CustomFitTraining, TaskTraining, missing_members
+from visionatlas.training.protocol import CustomFitTraining, TaskTraining, missing_members
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from visionatlas.backbones.base import Backbone
     from visionatlas.config import BackboneConfig, ModelConfig
+    from visionatlas.models.backbones.base import Backbone
 
 __all__ = [
     "BuildInfo",
@@ -215,16 +216,16 @@ class Catalog:
     # -- queries ---------------------------------------------------------------------------
     def list_tasks(self) -> list[str]:
         """Task names that have a registered task spec or at least one architecture."""
-        registry = self._state.registry
-        names = set(registry.tasks) | {task for task, _ in registry.architectures}
+        specs = self._state.specs
+        names = set(specs.tasks) | {task for task, _ in specs.architectures}
         return sorted(names)
 
     def get_task(self, name: str) -> TaskSpec:
         """Metadata of a task (its spec, or a bare one for a task with only architectures)."""
         name = _name(name, "name", "a task", self.list_tasks)
-        registry = self._state.registry
-        if name in registry.tasks:
-            return registry.tasks[name]
+        specs = self._state.specs
+        if name in specs.tasks:
+            return specs.tasks[name]
         if name in self.list_tasks():
             return TaskSpec(name=name, display_name=name)
         raise UnknownTaskError(name, self.list_tasks(), context="(no installed plugin provides it)")
@@ -238,7 +239,7 @@ class Catalog:
             self.get_task(_name(task, "task", "None or a task", self.list_tasks))
         specs = [
             spec
-            for (spec_task, name), spec in self._state.registry.architectures.items()
+            for (spec_task, name), spec in self._state.specs.architectures.items()
             if (task is None or spec_task == task) and _matches(name, pattern)
         ]
         return sorted(specs, key=lambda s: (s.task, s.name))
@@ -257,7 +258,7 @@ class Catalog:
     def _architecture(self, task: Any, name: Any, argument: str) -> ArchitectureSpec:
         self.get_task(_name(task, "task", "a task", self.list_tasks))
         name = _name(name, argument, "an architecture", lambda: self.list_architectures(task))
-        spec = self._state.registry.architectures.get((task, name))
+        spec = self._state.specs.architectures.get((task, name))
         if spec is None:
             raise UnknownArchitectureError(
                 name, self.list_architectures(task), context=f"for task {task!r}"
@@ -270,7 +271,7 @@ class Catalog:
         pattern = _optional_text(pattern, "pattern", "a glob pattern")
         specs = [
             spec
-            for name, spec in self._state.registry.backbones.items()
+            for name, spec in self._state.specs.backbones.items()
             if _matches(name, pattern) and (spec.pretrained_weights or not pretrained_only)
         ]
         return sorted(specs, key=lambda s: s.name)
@@ -283,39 +284,39 @@ class Catalog:
 
     def get_backbone(self, name: str) -> BackboneSpec:
         """Metadata of a backbone: channels, feature levels, parameters, weights."""
-        name = _name(name, "name", "a backbone", self._state.registry.backbones.keys)
-        spec = self._state.registry.backbones.get(name)
+        name = _name(name, "name", "a backbone", self._state.specs.backbones.keys)
+        spec = self._state.specs.backbones.get(name)
         if spec is None:
-            raise UnknownBackboneError(name, self._state.registry.backbones)
+            raise UnknownBackboneError(name, self._state.specs.backbones)
         return spec
 
     def list_heads(self) -> list[str]:
-        return sorted(self._state.registry.heads)
+        return sorted(self._state.specs.heads)
 
     def get_head(self, name: str) -> HeadSpec:
         """Metadata of a registered head."""
-        name = _name(name, "name", "a head", self._state.registry.heads.keys)
-        spec = self._state.registry.heads.get(name)
+        name = _name(name, "name", "a head", self._state.specs.heads.keys)
+        spec = self._state.specs.heads.get(name)
         if spec is None:
-            raise UnknownHeadError(name, self._state.registry.heads)
+            raise UnknownHeadError(name, self._state.specs.heads)
         return spec
 
     def list_trainable_tasks(self) -> list[str]:
         """Tasks that a plugin made trainable (``visionatlas_register_training``), sorted."""
-        return sorted(self._state.registry.trainings)
+        return sorted(self._state.specs.trainings)
 
     def get_training(self, task: str) -> TrainingSpec:
         """The :class:`TrainingSpec` of ``task``; :class:`UnknownTrainingError` if none."""
         self.get_task(task)  # an unknown task is reported as such
-        spec = self._state.registry.trainings.get(task)
+        spec = self._state.specs.trainings.get(task)
         if spec is None:
-            raise UnknownTrainingError(task, self._state.registry.trainings)
+            raise UnknownTrainingError(task, self._state.specs.trainings)
         return spec
 
     def load_training(self, task: str) -> TaskTraining | CustomFitTraining:
         """Import and build the task's training pieces: a
-        :class:`~visionatlas.task_training.TaskTraining` (a per-batch loss, driven by an
-        engine's loop), or a :class:`~visionatlas.task_training.CustomFitTraining` for a
+        :class:`~visionatlas.training.protocol.TaskTraining` (a per-batch loss, driven by an
+        engine's loop), or a :class:`~visionatlas.training.protocol.CustomFitTraining` for a
         task that trains with its own fit."""
         spec = self.get_training(task)
         builder = _load(spec.builder, spec.provider, f"training of task {task!r}")
@@ -344,12 +345,12 @@ class Catalog:
 
     def commands(self) -> list[CommandSpec]:
         """Command-line subcommands added by plugins, sorted by name."""
-        table = self._state.registry.commands
+        table = self._state.specs.commands
         return [table[name] for name in sorted(table)]
 
     def load_command(self, name: str) -> Callable[..., Any]:
         """The ``configure`` function of the plugin command ``name`` (imported now)."""
-        spec = self._state.registry.commands.get(name)
+        spec = self._state.specs.commands.get(name)
         if spec is None:
             raise LookupError(f"no plugin command {name!r}")
         return _load(spec.configure, spec.provider, f"command {name!r} configure")
@@ -484,6 +485,8 @@ class Catalog:
         builder = _load(spec.builder, spec.provider, "backbone builder")
         with self._building():
             backbone: Backbone = builder(cfg)
+        if (cfg.pretrained or cfg.weights_path is not None) and backbone.weights_source is None:
+            _load_declared_weights(backbone, spec, cfg)
         return backbone
 
     def create_head(
@@ -496,6 +499,21 @@ class Catalog:
         return head
 
 
+def _load_declared_weights(backbone: Backbone, spec: BackboneSpec, cfg: BackboneConfig) -> None:
+    """Honour ``pretrained``/``weights_path`` where the builder did not load weights itself."""
+    from visionatlas.models.backbones.weights import load_backbone_weights
+
+    if spec.pretrained_weights is None and cfg.weights_path is None:
+        provider = spec.provider.name if spec.provider else "unknown"
+        raise PretrainedWeightsError(
+            f"backbone {spec.name!r} (plugin {provider!r}) declares no pretrained weights and its "
+            "builder loaded none, so pretrained=True cannot be honoured; pass a local weights "
+            "file with weights_path, or build it with pretrained=False. A plugin declares "
+            "weights with BackboneSpec(pretrained_weights=WeightsSpec(url=..., sha256=...))"
+        )
+    load_backbone_weights(backbone, spec.pretrained_weights, cfg)
+
+
 def _script_registrar(state: LoadedPlugins, module: str) -> Registrar:
     """A strict registrar for registrations made from ``module`` with :meth:`register`."""
     label = f"script:{module}"
@@ -503,7 +521,7 @@ def _script_registrar(state: LoadedPlugins, module: str) -> Registrar:
     if report is None:
         report = PluginReport(name=label, module=module, loaded=True)
         state.reports[label] = report
-    return Registrar(state.registry, report, strict=True)
+    return Registrar(state.specs, report, strict=True)
 
 
 def _load(reference: Any, provider: PluginRef | None, what: str) -> Any:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from visionatlas._lazy import LazyCall
 from visionatlas.defaults import fine_tuning_defaults
-from visionatlas.heads.params import linear_head_params
-from visionatlas.registry import Registrar
+from visionatlas.models.heads.params import linear_head_params
+from visionatlas.plugins.lazy import LazyCall
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, Builder
 
 __all__ = ["register_backbone_architectures"]
 
 
 def register_backbone_architectures(
-    registry: Registrar,
+    registrar: Registrar,
     *,
     task: str,
     builder: str,
@@ -25,13 +25,13 @@ def register_backbone_architectures(
     ``function(config, num_classes, backbone=name)``. Parameter counts assume a linear head
     of ``default_num_classes`` outputs over the backbone's pre-logits vector.
     """
-    for backbone in registry.backbones.values():
+    for backbone in registrar.backbones.values():
         num_params = None
         if backbone.num_params is not None:
             num_params = backbone.num_params + linear_head_params(
                 backbone.pre_logits_dim, default_num_classes
             )
-        registry.add_architecture(
+        registrar.add_architecture(
             ArchitectureSpec(
                 task=task,
                 name=backbone.name,

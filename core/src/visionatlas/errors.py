@@ -21,6 +21,7 @@ __all__ = [
     "NonFiniteInputError",
     "PluginError",
     "PretrainedWeightsError",
+    "RejectedSpecError",
     "ShapeInferenceError",
     "UnknownArchitectureError",
     "UnknownBackboneError",
@@ -145,6 +146,27 @@ class DuplicateNameError(VisionAtlasError, ValueError):
         super().__init__(
             f"{kind} {name!r} from {incoming} is already registered by {existing}; "
             f"the first registration is kept"
+        )
+
+
+class RejectedSpecError(VisionAtlasError, KeyError):
+    """A lookup, in a registration hook, of a spec that was refused as malformed.
+
+    ``kind`` is ``"backbone"``, ``"task"``, ...; ``reason`` is why it was refused. The hook
+    that looks it up keeps what it registered before the lookup (see the hook reference).
+    """
+
+    def __init__(self, kind: str, name: str, reason: str, plugin: str) -> None:
+        self.kind = kind
+        self.name = name
+        self.reason = reason
+        self.plugin = plugin
+        super().__init__(name)
+
+    def __str__(self) -> str:
+        return (
+            f"{self.kind} {self.name!r} was rejected when plugin {self.plugin!r} registered it: "
+            f"{self.reason}"
         )
 
 

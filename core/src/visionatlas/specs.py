@@ -7,11 +7,13 @@ reference that is imported on first use.
 
 from __future__ import annotations
 
+import posixpath
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
+from urllib.parse import urlsplit
 
 __all__ = [
     "INPUT_KINDS",
@@ -25,6 +27,7 @@ __all__ = [
     "PluginRef",
     "TaskSpec",
     "TrainingSpec",
+    "WeightsSpec",
 ]
 
 Builder = str | Callable[..., Any]
@@ -113,6 +116,41 @@ class TaskSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class WeightsSpec:
+    """Where a plugin backbone's pretrained weights come from, for the core to load.
+
+    The file is looked for at ``$TORCH_HOME/hub/checkpoints/<file_name>`` and downloaded
+    there from ``url`` when missing (unless ``VISIONATLAS_OFFLINE`` is set). ``sha256``, when
+    given, is checked for the cached and the downloaded file. Keys starting with a
+    ``key_map`` prefix are renamed before loading (``{"head.fc.": "classifier."}``), and the
+    keys under ``classifier_prefix`` are the checkpoint's final layer (kept for a head to
+    adopt, not loaded into the trunk).
+    """
+
+    url: str
+    file_name: str = ""
+    sha256: str | None = None
+    key_map: Mapping[str, str] = field(default_factory=dict, hash=False)
+    classifier_prefix: str | None = None
+    name: str = "DEFAULT"
+
+    @property
+    def file(self) -> str:
+        """The cache file name: ``file_name``, else the last part of the URL's path."""
+        if self.file_name:
+            return self.file_name
+        return posixpath.basename(urlsplit(self.url).path)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "url": self.url,
+            "file_name": self.file,
+            "sha256": self.sha256,
+        }
+
+
+@dataclass(frozen=True, kw_only=True)
 class BackboneSpec:
     """A feature extractor.
 
@@ -129,7 +167,7 @@ class BackboneSpec:
     pre_logits_dim: int
     num_params: int | None = None
     feature_levels: tuple[FeatureLevel, ...] = ()
-    pretrained_weights: str | None = None
+    pretrained_weights: str | WeightsSpec | None = None
     default_input_size: int = 224
     min_input_size: int = 32
     default_drop_rate: float = 0.0
@@ -150,6 +188,12 @@ class BackboneSpec:
     def title(self) -> str:
         return self.display_name or self.name
 
+    @property
+    def weights_label(self) -> str | None:
+        """The weights in one short line: the torchvision reference or the file name."""
+        weights = self.pretrained_weights
+        return weights.file if isinstance(weights, WeightsSpec) else weights
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready metadata, as shown by ``visionatlas backbones --json``."""
         provider = self.provider
@@ -165,7 +209,11 @@ class BackboneSpec:
                 for lv in self.feature_levels
             ],
             "multiscale": self.multiscale,
-            "pretrained_weights": self.pretrained_weights,
+            "pretrained_weights": (
+                self.pretrained_weights.as_dict()
+                if isinstance(self.pretrained_weights, WeightsSpec)
+                else self.pretrained_weights
+            ),
             "default_input_size": self.default_input_size,
             "min_input_size": self.min_input_size,
             "note": self.note,
@@ -262,7 +310,7 @@ class CommandSpec:
 class TrainingSpec:
     """What makes a task trainable: its loss, metrics, data readers and augmentations.
 
-    ``builder() -> TaskTraining`` (see :mod:`visionatlas.task_training`), or
+    ``builder() -> TaskTraining`` (see :mod:`visionatlas.training.protocol`), or
     ``-> CustomFitTraining`` for a task that trains with its own fit, is imported and
     called only when a run starts, so registering it costs nothing. One per task; the
     task may come from another plugin.

@@ -31,12 +31,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from visionatlas.catalog import Catalog, get_catalog, use_catalog
-from visionatlas.registry import PluginReport
+from visionatlas.plugins.registrar import PluginReport
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from visionatlas.task_training import TaskTraining
+    from visionatlas.training.protocol import TaskTraining
 
 try:  # fixtures only when pytest is around; the helpers work without it
     import pytest
@@ -173,7 +173,7 @@ def check_architecture(
     """
     import torch
 
-    from visionatlas.inspection import count_parameters, infer_output_shape, shapes_of
+    from visionatlas.models.inspection import count_parameters, infer_output_shape, shapes_of
 
     catalog = catalog or get_catalog()
     spec = catalog.get_architecture(task, name)
@@ -322,7 +322,7 @@ def check_training(
 ) -> TrainingCheck:
     """Check that the training pieces of ``task`` fit together on a tiny dataset ``data``.
 
-    Loads the task's :class:`~visionatlas.task_training.TaskTraining` (registered with
+    Loads the task's :class:`~visionatlas.training.protocol.TaskTraining` (registered with
     ``visionatlas_register_training``), reads ``data`` (a path or ``builtin:NAME``) for
     fitting, collates one batch, runs ``architecture`` (default: the task's demo
     architecture) built with the data's ``num_outputs`` in training mode, computes the loss
@@ -335,7 +335,7 @@ def check_training(
     """
     import torch
 
-    from visionatlas.task_training import DataRequest, LossOptions, TaskTraining
+    from visionatlas.training.protocol import DataRequest, LossOptions, TaskTraining
 
     catalog = catalog or get_catalog()
     label = f"training of {task!r}"
@@ -464,7 +464,7 @@ def _check_training_attributes(training: TaskTraining, task: str) -> None:
 
 
 def _check_training_data(prepared: object, label: str, *, fit: bool) -> None:
-    from visionatlas.task_training import TrainingData
+    from visionatlas.training.protocol import TrainingData
 
     purpose = "fit" if fit else "evaluate"
     if not isinstance(prepared, TrainingData):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 import visionatlas as va
-from visionatlas.inspection import count_parameters
+from visionatlas.models.inspection import count_parameters
 from visionatlas.testing import check_architecture
 from visionatlas_anomaly.model import UninformedStudents
 

@@ -25,9 +25,9 @@ from anomaly_helpers import TINY
 import visionatlas as va
 from visionatlas.cli import main
 from visionatlas.errors import ImageReadError
-from visionatlas.images import SkippedImageWarning
-from visionatlas.task_training import DataRequest
 from visionatlas.testing import CheckFailed, check_training
+from visionatlas.training.images import SkippedImageWarning
+from visionatlas.training.protocol import DataRequest
 from visionatlas_anomaly.model import UninformedStudents
 from visionatlas_anomaly.synthetic import SplitSizes, generate_dataset
 from visionatlas_anomaly.trainable import AnomalyTraining
@@ -164,7 +164,7 @@ def test_the_registered_detector_loads_fitted_and_evaluates_like_the_run(
     registry: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    from visionatlas.versioning.store import ModelRegistry
+    from visionatlas.lifecycle.versioning.store import ModelRegistry
 
     run, _ = fitted_run
     saved = UninformedStudents.load(run / "model")

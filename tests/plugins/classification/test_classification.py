@@ -9,8 +9,8 @@ import torch
 import torchvision
 
 import visionatlas as va
-from visionatlas.backbones.weights import checkpoint_path, torchvision_weights
-from visionatlas.composition import BackboneHeadModel
+from visionatlas.models.backbones.weights import checkpoint_path, torchvision_weights
+from visionatlas.models.composition import BackboneHeadModel
 
 SEED_KEYS = [
     "resnet18",

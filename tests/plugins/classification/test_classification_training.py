@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from visionatlas import Catalog, DataRequest, DatasetError, ImageReadError, LossOptions
-from visionatlas.images import SkippedImageWarning
+from visionatlas.training.images import SkippedImageWarning
 from visionatlas_classification import digits
 from visionatlas_classification.metrics import classification_metrics
 from visionatlas_classification.training import ClassificationTraining

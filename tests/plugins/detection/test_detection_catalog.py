@@ -133,7 +133,7 @@ def test_example_inputs_are_what_eval_takes() -> None:
 
 
 def test_demo_runs_the_demo_architecture() -> None:
-    from visionatlas.demo import run_demo
+    from visionatlas.cli.demo import run_demo
 
     result = run_demo(va.get_catalog(), TASK, batch_size=2, size=(96, 128), repeats=1, seed=0)
     assert result.error is None, result.error

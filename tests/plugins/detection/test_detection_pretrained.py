@@ -17,7 +17,7 @@ from torchvision.models import detection as tv_detection
 from torchvision.ops.misc import FrozenBatchNorm2d
 
 import visionatlas as va
-from visionatlas.backbones.weights import checkpoint_path, torchvision_weights
+from visionatlas.models.backbones.weights import checkpoint_path, torchvision_weights
 
 TASK = "object_detection"
 Batch = tuple[list[torch.Tensor], list[dict[str, torch.Tensor]]]

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from visionatlas import Catalog, DataRequest, DatasetError, ImageReadError, LossOptions
-from visionatlas.images import SkippedImageWarning
+from visionatlas.training.images import SkippedImageWarning
 from visionatlas_regression import digits
 from visionatlas_regression.training import RegressionTraining
 

@@ -10,7 +10,7 @@ import torchvision
 from torch import nn
 
 import visionatlas as va
-from visionatlas.demo import run_demo
+from visionatlas.cli.demo import run_demo
 from visionatlas.testing import check_architecture, check_plugin
 from visionatlas_segmentation.model import SegmentationModel
 
@@ -201,11 +201,11 @@ def test_compatible_backbones_include_backbones_of_other_plugins() -> None:
             return 1
 
         @hookimpl
-        def visionatlas_register_backbones(self, registry: va.Registrar) -> None:
+        def visionatlas_register_backbones(self, registrar: va.Registrar) -> None:
             levels = tuple(
                 FeatureLevel(name=f"feat{i}", channels=8 * i, stride=2**i) for i in (2, 3)
             )
-            registry.add_backbone(
+            registrar.add_backbone(
                 BackboneSpec(
                     name="tiny_pyramid",
                     builder="math:floor",

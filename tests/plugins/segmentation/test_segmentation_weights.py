@@ -11,7 +11,7 @@ import torchvision
 from torch import nn
 
 import visionatlas as va
-from visionatlas.backbones.weights import checkpoint_path, torchvision_weights
+from visionatlas.models.backbones.weights import checkpoint_path, torchvision_weights
 
 TASK = "segmentation"
 

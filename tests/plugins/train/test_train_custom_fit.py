@@ -31,7 +31,7 @@ from visionatlas import (
     hookimpl,
 )
 from visionatlas.errors import DatasetError
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, TaskSpec
 from visionatlas.testing import isolated_catalog
 from visionatlas_train import ConfigError, evaluate, train
@@ -111,20 +111,20 @@ class MeanFit:
 
 class NoveltyPlugin:
     @hookimpl
-    def visionatlas_register_tasks(self, registry: Registrar) -> None:
-        registry.add_task(
+    def visionatlas_register_tasks(self, registrar: Registrar) -> None:
+        registrar.add_task(
             TaskSpec(name="novelty", demo_architecture="mean", uses_num_classes=False)
         )
 
     @hookimpl
-    def visionatlas_register_architectures(self, registry: Registrar) -> None:
-        registry.add_architecture(
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
+        registrar.add_architecture(
             ArchitectureSpec(task="novelty", name="mean", builder=_build, default_num_classes=1)
         )
 
     @hookimpl
-    def visionatlas_register_training(self, registry: Registrar) -> None:
-        registry.add_training(TrainingSpec(task="novelty", builder=MeanFit))
+    def visionatlas_register_training(self, registrar: Registrar) -> None:
+        registrar.add_training(TrainingSpec(task="novelty", builder=MeanFit))
 
 
 def test_a_third_party_custom_fit_trains_registers_and_evaluates(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from visionatlas import Catalog
-from visionatlas.checkpoint import load_checkpoint
+from visionatlas.lifecycle.checkpoint import load_checkpoint
 
 SCRIPT = Path(__file__).parent / "ddp_toy_run.py"
 TOLERANCE = 1e-4

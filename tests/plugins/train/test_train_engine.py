@@ -20,7 +20,7 @@ from conftest import FAST
 
 import visionatlas as va
 from visionatlas import Catalog
-from visionatlas.checkpoint import MANIFEST_NAME, read_checkpoint
+from visionatlas.lifecycle.checkpoint import MANIFEST_NAME, read_checkpoint
 from visionatlas_train import ConfigError, TrainConfig, TrainError, evaluate, train
 from visionatlas_train.checkpoint_io import VisionAtlasCheckpointIO
 from visionatlas_train.config import resolve_config

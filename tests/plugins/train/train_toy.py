@@ -19,9 +19,9 @@ from torch.utils.data import Dataset
 
 from visionatlas import hookimpl
 from visionatlas.config import ModelConfig
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, Hyperparameters, TaskSpec, TrainingSpec
-from visionatlas.task_training import DataRequest, LossOptions, TrainingData
+from visionatlas.training.protocol import DataRequest, LossOptions, TrainingData
 
 TASK = "toyclass"
 CLASSES = ("red", "green", "blue")
@@ -150,13 +150,13 @@ def make_training() -> ToyTraining:
 
 
 @hookimpl
-def visionatlas_register_tasks(registry: Registrar) -> None:
-    registry.add_task(TaskSpec(name=TASK, display_name="Toy classes", input_kind="image_batch"))
+def visionatlas_register_tasks(registrar: Registrar) -> None:
+    registrar.add_task(TaskSpec(name=TASK, display_name="Toy classes", input_kind="image_batch"))
 
 
 @hookimpl
-def visionatlas_register_architectures(registry: Registrar) -> None:
-    registry.add_architecture(
+def visionatlas_register_architectures(registrar: Registrar) -> None:
+    registrar.add_architecture(
         ArchitectureSpec(
             task=TASK,
             name="tiny",
@@ -167,7 +167,7 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
             ),
         )
     )
-    registry.add_architecture(
+    registrar.add_architecture(
         ArchitectureSpec(
             task=TASK,
             name="tiny_gn",
@@ -186,5 +186,5 @@ def build_tiny_group_norm(config: ModelConfig, num_classes: int) -> TinyNet:
 
 
 @hookimpl
-def visionatlas_register_training(registry: Registrar) -> None:
-    registry.add_training(TrainingSpec(task=TASK, builder=make_training))
+def visionatlas_register_training(registrar: Registrar) -> None:
+    registrar.add_training(TrainingSpec(task=TASK, builder=make_training))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from visionatlas.images import (
+from visionatlas.training.images import (
     dataset_cache_dir,
     read_dataset_manifest,
     write_dataset_manifest,
@@ -43,7 +43,7 @@ BUILTIN_DATASETS: dict[str, str] = {
 def synthetic_category(name: str, cache_dir: Path | None = None) -> Path:
     """The category folder of the synthetic category ``name``, written on first use.
 
-    ``cache_dir`` as in :func:`visionatlas.images.dataset_cache_dir`.
+    ``cache_dir`` as in :func:`visionatlas.training.images.dataset_cache_dir`.
     """
     if name not in CATEGORIES:
         raise ValueError(f"unknown synthetic category {name!r}; known: {', '.join(CATEGORIES)}")

@@ -17,8 +17,8 @@ import torch
 from torch import Tensor
 
 from visionatlas.errors import DatasetError, ImageTooLargeError
-from visionatlas.images import IMAGE_SUFFIXES, open_image, scan_images
-from visionatlas.task_training import SkippedFile
+from visionatlas.training.images import IMAGE_SUFFIXES, open_image, scan_images
+from visionatlas.training.protocol import SkippedFile
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -42,7 +42,7 @@ DatasetLayoutError = DatasetError
 
 The core's :class:`~visionatlas.DatasetError`; its image errors
 (:class:`~visionatlas.ImageReadError`, :class:`~visionatlas.ImageTooLargeError`, raised by
-:func:`visionatlas.images.open_image`) are subclasses.
+:func:`visionatlas.training.images.open_image`) are subclasses.
 """
 
 
@@ -147,7 +147,7 @@ def read_normal_images(
     Images are resized to ``image_size`` (a side or ``(H, W)``); without it they keep
     their size, which must agree, and ``validation/good`` is resized to it. Unreadable
     images raise :class:`~visionatlas.ImageReadError`, or with ``strict=False`` are
-    skipped with a :class:`~visionatlas.images.SkippedImageWarning` naming each.
+    skipped with a :class:`~visionatlas.training.images.SkippedImageWarning` naming each.
     """
     root = Path(folder)
     _check_root(root)

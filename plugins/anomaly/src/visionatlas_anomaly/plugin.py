@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from visionatlas import hookimpl
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import (
     ArchitectureSpec,
     CommandSpec,
@@ -27,8 +27,8 @@ def visionatlas_api_version() -> int:
 
 
 @hookimpl
-def visionatlas_register_tasks(registry: Registrar) -> None:
-    registry.add_task(
+def visionatlas_register_tasks(registrar: Registrar) -> None:
+    registrar.add_task(
         TaskSpec(
             name=TASK,
             display_name="Anomaly detection",
@@ -44,8 +44,8 @@ def visionatlas_register_tasks(registry: Registrar) -> None:
 
 
 @hookimpl
-def visionatlas_register_architectures(registry: Registrar) -> None:
-    registry.add_architecture(
+def visionatlas_register_architectures(registrar: Registrar) -> None:
+    registrar.add_architecture(
         ArchitectureSpec(
             task=TASK,
             name=ARCHITECTURE,
@@ -76,10 +76,10 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
 
 
 @hookimpl
-def visionatlas_register_training(registry: Registrar) -> None:
+def visionatlas_register_training(registrar: Registrar) -> None:
     """``visionatlas train anomaly_detection ...`` runs the detector's own fit (imported
     lazily): the task's pieces are a CustomFitTraining, not a per-batch loss."""
-    registry.add_training(
+    registrar.add_training(
         TrainingSpec(
             task=TASK,
             builder="visionatlas_anomaly.trainable:AnomalyTraining",
@@ -91,8 +91,8 @@ def visionatlas_register_training(registry: Registrar) -> None:
 
 
 @hookimpl
-def visionatlas_register_commands(registry: Registrar) -> None:
-    registry.add_command(
+def visionatlas_register_commands(registrar: Registrar) -> None:
+    registrar.add_command(
         CommandSpec(
             name="anomaly",
             help="Anomaly detection: fit, predict and benchmark Uninformed Students",

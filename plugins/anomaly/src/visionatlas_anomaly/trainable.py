@@ -24,8 +24,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset, TensorDataset
 
-from visionatlas.images import builtin_name
-from visionatlas.task_training import (
+from visionatlas.training.images import builtin_name
+from visionatlas.training.protocol import (
     DataRequest,
     FitEvaluation,
     FitOutcome,

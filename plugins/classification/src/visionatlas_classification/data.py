@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visionatlas.errors import DatasetError
-from visionatlas.images import (
+from visionatlas.training.images import (
     IMAGE_SUFFIXES,
     ImageFiles,
     image_transform,
@@ -27,7 +27,7 @@ from visionatlas.images import (
     scan_images,
     stratified_split,
 )
-from visionatlas.task_training import DataRequest, SkippedFile, TrainingData
+from visionatlas.training.protocol import DataRequest, SkippedFile, TrainingData
 
 __all__ = ["ClassFolder", "read_class_folders", "read_image_folder"]
 
@@ -116,7 +116,7 @@ def _split_dirs(root: Path) -> dict[str, Path]:
 def read_image_folder(
     root: Path, request: DataRequest, *, augment: str | None = None
 ) -> TrainingData:
-    """``root`` (either layout) as :class:`~visionatlas.task_training.TrainingData`.
+    """``root`` (either layout) as :class:`~visionatlas.training.protocol.TrainingData`.
 
     Items are ``(image, class_index)``: a ``(3, H, W)`` float tensor at
     ``request.input_size`` and an ``int``. ``augment`` overrides ``request.augment``.

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from visionatlas.composition import BackboneHeadModel, build_on_backbone
 from visionatlas.config import ModelConfig
+from visionatlas.models.composition import BackboneHeadModel, build_on_backbone
 from visionatlas_classification.plugin import HEAD, TASK
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from visionatlas import hookimpl
 from visionatlas.derive import register_backbone_architectures
-from visionatlas.heads.params import linear_head_params
-from visionatlas.registry import Registrar
+from visionatlas.models.heads.params import linear_head_params
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import HeadSpec, TaskSpec, TrainingSpec
 
 TASK = "classification"
@@ -19,8 +19,8 @@ def visionatlas_api_version() -> int:
 
 
 @hookimpl
-def visionatlas_register_tasks(registry: Registrar) -> None:
-    registry.add_task(
+def visionatlas_register_tasks(registrar: Registrar) -> None:
+    registrar.add_task(
         TaskSpec(
             name=TASK,
             display_name="Image classification",
@@ -32,11 +32,11 @@ def visionatlas_register_tasks(registry: Registrar) -> None:
 
 
 @hookimpl
-def visionatlas_register_heads(registry: Registrar) -> None:
-    registry.add_head(
+def visionatlas_register_heads(registrar: Registrar) -> None:
+    registrar.add_head(
         HeadSpec(
             name=HEAD,
-            builder="visionatlas.heads.linear:LinearHead",
+            builder="visionatlas.models.heads.linear:LinearHead",
             description="Dropout and a linear layer producing class logits",
             count_params=linear_head_params,
         )
@@ -44,10 +44,10 @@ def visionatlas_register_heads(registry: Registrar) -> None:
 
 
 @hookimpl
-def visionatlas_register_architectures(registry: Registrar) -> None:
+def visionatlas_register_architectures(registrar: Registrar) -> None:
     """Every registered backbone becomes a classification architecture of the same name."""
     register_backbone_architectures(
-        registry,
+        registrar,
         task=TASK,
         builder="visionatlas_classification.model:build_classifier",
         default_num_classes=IMAGENET_CLASSES,
@@ -55,9 +55,9 @@ def visionatlas_register_architectures(registry: Registrar) -> None:
 
 
 @hookimpl
-def visionatlas_register_training(registry: Registrar) -> None:
+def visionatlas_register_training(registrar: Registrar) -> None:
     """Classification trains on ImageFolder data or ``builtin:digits`` (imported lazily)."""
-    registry.add_training(
+    registrar.add_training(
         TrainingSpec(
             task=TASK,
             builder="visionatlas_classification.training:ClassificationTraining",

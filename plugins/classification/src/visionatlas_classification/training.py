@@ -1,4 +1,4 @@
-"""The training pieces of image classification (a :class:`~visionatlas.task_training.TaskTraining`).
+"""The training pieces of image classification (a :class:`~visionatlas.TaskTraining`).
 
 Data: the ImageFolder layout (see :mod:`visionatlas_classification.data`) or
 ``builtin:digits``. Items are ``(image, class_index)``; batches ``(images, labels)`` with
@@ -15,8 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from visionatlas.images import builtin_name
-from visionatlas.task_training import DataRequest, LossOptions, TrainingData
+from visionatlas.training.images import builtin_name
+from visionatlas.training.protocol import DataRequest, LossOptions, TrainingData
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -48,7 +48,7 @@ def _summed(outputs: Any) -> Tensor | None:
 
 
 class ClassificationTraining:
-    """:class:`~visionatlas.task_training.TaskTraining` of the ``classification`` task."""
+    """:class:`~visionatlas.training.protocol.TaskTraining` of the ``classification`` task."""
 
     task = "classification"
     monitor = "val/acc1"

@@ -2,7 +2,7 @@
 
 torchvision's detectors take a module with an ``out_channels`` attribute whose forward returns
 an ordered dict of equally wide maps. :class:`BackboneFPN` makes one from any registered
-multi-scale :class:`~visionatlas.backbones.base.Backbone`, with the submodule names of
+multi-scale :class:`~visionatlas.models.backbones.base.Backbone`, with the submodule names of
 torchvision's ``BackboneWithFPN`` (``body``, ``fpn``).
 """
 
@@ -16,8 +16,8 @@ from torchvision.ops import FeaturePyramidNetwork
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from visionatlas.backbones.base import Backbone
 from visionatlas.errors import IncompatibleBackboneError
+from visionatlas.models.backbones.base import Backbone
 
 __all__ = ["BackboneFPN", "freeze_batchnorm", "levels_at"]
 

@@ -18,10 +18,10 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from visionatlas.backbones.weights import fetch_state_dict
 from visionatlas.catalog import current_catalog
 from visionatlas.config import BackboneConfig, ModelConfig
 from visionatlas.errors import IncompatibleBackboneError, PretrainedWeightsError
+from visionatlas.models.backbones.weights import fetch_state_dict
 from visionatlas_detection.backbone_adapter import BackboneFPN, freeze_batchnorm, levels_at
 from visionatlas_detection.config import DetectionConfig
 from visionatlas_detection.heads import TORCHVISION_FOCAL

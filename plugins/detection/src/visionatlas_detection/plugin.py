@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from visionatlas import hookimpl
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas_detection.specs import (
     register_detection_architectures,
     register_detection_task,
@@ -16,11 +16,11 @@ def visionatlas_api_version() -> int:
 
 
 @hookimpl
-def visionatlas_register_tasks(registry: Registrar) -> None:
-    register_detection_task(registry)
+def visionatlas_register_tasks(registrar: Registrar) -> None:
+    register_detection_task(registrar)
 
 
 @hookimpl
-def visionatlas_register_architectures(registry: Registrar) -> None:
+def visionatlas_register_architectures(registrar: Registrar) -> None:
     """torchvision's detectors, and Faster R-CNN, FCOS and RetinaNet on any backbone."""
-    register_detection_architectures(registry)
+    register_detection_architectures(registrar)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, BackboneSpec, Hyperparameters, TaskSpec
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Full-detector checkpoints: find, fetch and load them (with new class layers if needed).
 
-Sources, in order, as for backbones (see ``visionatlas.backbones.weights``): the config's
+Sources, in order, as for backbones (see ``visionatlas.models.backbones.weights``): the config's
 ``weights_path``; the torch hub cache (``$TORCH_HOME/hub/checkpoints/<file>``); a download,
 unless ``VISIONATLAS_OFFLINE`` is ``1``/``true``. Failures raise
 :class:`~visionatlas.errors.PretrainedWeightsError` naming the file to provide and where.
@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-from visionatlas.backbones.weights import (
+from visionatlas.errors import PretrainedWeightsError
+from visionatlas.models.backbones.weights import (
     fetch_torchvision_weights,
     read_state_dict,
     torchvision_weights,
 )
-from visionatlas.errors import PretrainedWeightsError
 from visionatlas_detection.models import Detector
 
 if TYPE_CHECKING:

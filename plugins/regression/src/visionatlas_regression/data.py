@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from visionatlas.errors import DatasetError
-from visionatlas.images import ImageFiles, image_transform, scan_images, stratified_split
-from visionatlas.task_training import DataRequest, SkippedFile, TrainingData
+from visionatlas.training.images import ImageFiles, image_transform, scan_images, stratified_split
+from visionatlas.training.protocol import DataRequest, SkippedFile, TrainingData
 
 __all__ = ["TargetTable", "read_csv_data", "read_target_table"]
 
@@ -160,7 +160,7 @@ def _sources(source: Path) -> dict[str, Path]:
 def read_csv_data(
     source: Path, request: DataRequest, *, augment: str | None = None
 ) -> TrainingData:
-    """``source`` (a CSV or a folder of them) as :class:`~visionatlas.task_training.TrainingData`.
+    """``source`` (a CSV or a folder of them) as :class:`~visionatlas.TrainingData`.
 
     Items are ``(image, targets)``: a ``(3, H, W)`` float tensor and a tuple of floats, one
     per target column. ``augment`` overrides ``request.augment``.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from visionatlas.images import (
+from visionatlas.training.images import (
     dataset_cache_dir,
     read_dataset_manifest,
     stratified_split,
@@ -37,7 +37,7 @@ COLUMNS = ("path", "value", "ink")
 def digits_folder(cache_dir: Path | None = None) -> Path:
     """The folder (``train.csv``, ``val.csv``, ``images/``), written on first use.
 
-    ``cache_dir`` as in :func:`visionatlas.images.dataset_cache_dir`.
+    ``cache_dir`` as in :func:`visionatlas.training.images.dataset_cache_dir`.
     """
     return written_atomically(dataset_cache_dir(cache_dir) / FOLDER, _write, complete=_complete)
 

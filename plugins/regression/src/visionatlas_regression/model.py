@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from visionatlas.composition import BackboneHeadModel, build_on_backbone
+from visionatlas.models.composition import BackboneHeadModel, build_on_backbone
 from visionatlas_regression.config import RegressionConfig
 from visionatlas_regression.plugin import HEAD, TASK
 

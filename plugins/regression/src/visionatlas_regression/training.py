@@ -1,4 +1,4 @@
-"""The training pieces of image regression (a :class:`~visionatlas.task_training.TaskTraining`).
+"""The training pieces of image regression (a :class:`~visionatlas.training.protocol.TaskTraining`).
 
 Data: CSV files of image paths and numeric targets (see :mod:`visionatlas_regression.data`)
 or ``builtin:digits``. Items are ``(image, targets)``; batches ``(images, targets)`` with
@@ -15,8 +15,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
-from visionatlas.images import builtin_name
-from visionatlas.task_training import DataRequest, LossOptions, TrainingData
+from visionatlas.training.images import builtin_name
+from visionatlas.training.protocol import DataRequest, LossOptions, TrainingData
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -26,7 +26,7 @@ __all__ = ["RegressionTraining"]
 
 
 class RegressionTraining:
-    """:class:`~visionatlas.task_training.TaskTraining` of the ``regression`` task."""
+    """:class:`~visionatlas.training.protocol.TaskTraining` of the ``regression`` task."""
 
     task = "regression"
     monitor = "val/mae"

@@ -15,10 +15,10 @@ from torch import Tensor, nn
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.fcn import FCNHead
 
-from visionatlas.backbones.base import Backbone
 from visionatlas.catalog import current_catalog
 from visionatlas.config import BackboneConfig
 from visionatlas.errors import IncompatibleBackboneError
+from visionatlas.models.backbones.base import Backbone
 from visionatlas.specs import BackboneSpec
 from visionatlas_segmentation.config import DeepLabV3Config, GenericSegmentationConfig
 from visionatlas_segmentation.losses import SegmentationLoss
@@ -38,7 +38,7 @@ _DILATABLE: dict[str, dict[int, tuple[str, Any]]] = {
 
 
 class MultiscaleSegmentationModel(SegmentationModel):
-    """A segmentation head on a visionatlas :class:`~visionatlas.backbones.base.Backbone`."""
+    """A segmentation head on a visionatlas :class:`~visionatlas.models.backbones.base.Backbone`."""
 
     backbone: Backbone
 

@@ -7,7 +7,7 @@ detection plugin's (``visionatlas_detection``).
 
 from __future__ import annotations
 
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, TaskSpec
 from visionatlas_detection.specs import (
     COCO_CLASSES,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from visionatlas import hookimpl
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas_segmentation.instance_specs import (
     register_instance_architectures,
     register_instance_task,
@@ -20,14 +20,14 @@ def visionatlas_api_version() -> int:
 
 
 @hookimpl
-def visionatlas_register_tasks(registry: Registrar) -> None:
+def visionatlas_register_tasks(registrar: Registrar) -> None:
     """The ``segmentation`` (semantic) and ``instance_segmentation`` tasks."""
-    register_semantic_task(registry)
-    register_instance_task(registry)
+    register_semantic_task(registrar)
+    register_instance_task(registrar)
 
 
 @hookimpl
-def visionatlas_register_architectures(registry: Registrar) -> None:
+def visionatlas_register_architectures(registrar: Registrar) -> None:
     """torchvision's semantic models, the any-backbone ``deeplabv3``/``fcn``, Mask R-CNN."""
-    register_semantic_architectures(registry)
-    register_instance_architectures(registry)
+    register_semantic_architectures(registrar)
+    register_instance_architectures(registrar)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, Hyperparameters, TaskSpec
 from visionatlas_segmentation.params import deeplab_head_params, fcn_head_params
 

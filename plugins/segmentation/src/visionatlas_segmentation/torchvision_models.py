@@ -15,10 +15,14 @@ from typing import Any, Literal
 
 from torch import nn
 
-from visionatlas.backbones.torchvision_families import STAGE_ENDS
-from visionatlas.backbones.weights import checkpoint_path, fetch_state_dict, torchvision_weights
 from visionatlas.config import BackboneConfig
 from visionatlas.errors import IncompatibleBackboneError
+from visionatlas.models.backbones.torchvision_families import STAGE_ENDS
+from visionatlas.models.backbones.weights import (
+    checkpoint_path,
+    fetch_state_dict,
+    torchvision_weights,
+)
 from visionatlas_segmentation.config import SegmentationConfig
 from visionatlas_segmentation.losses import SegmentationLoss
 from visionatlas_segmentation.model import SegmentationModel, group_modules

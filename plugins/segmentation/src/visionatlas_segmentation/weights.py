@@ -14,12 +14,12 @@ from pathlib import Path
 
 from torch import Tensor, nn
 
-from visionatlas.backbones.weights import (
+from visionatlas.errors import PretrainedWeightsError
+from visionatlas.models.backbones.weights import (
     fetch_torchvision_weights,
     read_state_dict,
     torchvision_weights,
 )
-from visionatlas.errors import PretrainedWeightsError
 from visionatlas_segmentation.model import SegmentationModel
 
 __all__ = ["fetch_checkpoint", "load_checkpoint", "load_module_weights", "with_metadata"]

@@ -21,8 +21,13 @@ import torch
 from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from torch import nn
 
-from visionatlas.checkpoint import MANIFEST_NAME, CheckpointError, load_checkpoint, save_checkpoint
-from visionatlas.rebuild import build_info_of, rebuild_model
+from visionatlas.lifecycle.checkpoint import (
+    MANIFEST_NAME,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from visionatlas.lifecycle.rebuild import build_info_of, rebuild_model
 
 __all__ = ["EXTRA_KEY", "MODEL_PREFIX", "VisionAtlasCheckpointIO"]
 

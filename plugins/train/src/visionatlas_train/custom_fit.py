@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from visionatlas.catalog import Catalog
-from visionatlas.task_training import CustomFitTraining, DataRequest, FitRequest
+from visionatlas.training.protocol import CustomFitTraining, DataRequest, FitRequest
 from visionatlas_train.config import (
     ConfigError,
     TrainConfig,
@@ -56,7 +56,7 @@ from visionatlas_train.engine import (
 from visionatlas_train.run import CONFIG_NAME, LABELS_NAME, SUMMARY_NAME, RunFolder
 
 if TYPE_CHECKING:
-    from visionatlas.versioning.store import ModelEntry, ModelRegistry
+    from visionatlas.lifecycle.versioning.store import ModelEntry, ModelRegistry
 
 __all__ = [
     "CUSTOM_FIT",

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from visionatlas.catalog import Catalog, get_catalog
-from visionatlas.checkpoint import MANIFEST_NAME
 from visionatlas.errors import VisionAtlasError
-from visionatlas.task_training import (
+from visionatlas.lifecycle.checkpoint import MANIFEST_NAME
+from visionatlas.training.protocol import (
     CustomFitTraining,
     DataRequest,
     SkippedFile,
@@ -44,7 +44,7 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from visionatlas.versioning.store import ModelEntry, ModelRegistry
+    from visionatlas.lifecycle.versioning.store import ModelEntry, ModelRegistry
 
 __all__ = ["EvaluationResult", "TrainError", "TrainResult", "evaluate", "train"]
 
@@ -181,8 +181,8 @@ def _default_run_dir(task: str, architecture: str) -> Path:
 def _parse_register(register: str | None) -> tuple[str, str] | None:
     if register is None:
         return None
-    from visionatlas.versioning.rows import check_name
-    from visionatlas.versioning.semver import normalize_version
+    from visionatlas.lifecycle.versioning.rows import check_name
+    from visionatlas.lifecycle.versioning.semver import normalize_version
 
     name, sep, version = register.rpartition("@")
     if not sep or not name or not version:
@@ -194,7 +194,7 @@ def _parse_register(register: str | None) -> tuple[str, str] | None:
 
 
 def _registry(registry: ModelRegistry | str | os.PathLike[str] | None) -> ModelRegistry:
-    from visionatlas.versioning.store import ModelRegistry
+    from visionatlas.lifecycle.versioning.store import ModelRegistry
 
     if isinstance(registry, ModelRegistry):
         return registry
@@ -680,7 +680,7 @@ def _finish(
     verbose: bool,
     stream: TextIO | None,
 ) -> TrainResult:
-    from visionatlas.checkpoint import load_checkpoint
+    from visionatlas.lifecycle.checkpoint import load_checkpoint
 
     model = module.model
     best_dir, last_dir = folder.best, folder.last
@@ -803,8 +803,8 @@ def _load_source(
     """``(model, task, labels, stored train config, description)`` of what to evaluate."""
     from torch import nn
 
-    from visionatlas.checkpoint import load_checkpoint
-    from visionatlas.rebuild import build_info_of
+    from visionatlas.lifecycle.checkpoint import load_checkpoint
+    from visionatlas.lifecycle.rebuild import build_info_of
 
     if isinstance(source, nn.Module):
         info = build_info_of(source)
@@ -902,7 +902,7 @@ def evaluate(
             description=f"run {run_dir}", config=config, sets=sets, progress_bar=progress_bar,
         )  # fmt: skip
     model, task, labels, stored, description = _load_source(source, registry, catalog)
-    from visionatlas.rebuild import build_info_of
+    from visionatlas.lifecycle.rebuild import build_info_of
 
     info = build_info_of(model)
     assert info is not None

@@ -2,7 +2,7 @@
 
 Nothing here knows a task: the loss, the metrics, the batch transform (mixup, cutmix) and
 the target handling all come from the task's
-:class:`~visionatlas.task_training.TaskTraining` (CONVENTIONS 17). Metrics are the task's
+:class:`~visionatlas.training.protocol.TaskTraining` (CONVENTIONS 17). Metrics are the task's
 ``torchmetrics.MetricCollection``, cloned per stage with a ``train/``, ``val/`` or
 ``test/`` prefix, so reduction across processes and resets are torchmetrics' job
 (CONVENTIONS 18).
@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from visionatlas.task_training import LossOptions, TaskTraining, TrainingData
+from visionatlas.training.protocol import LossOptions, TaskTraining, TrainingData
 from visionatlas_train.checkpoint_io import EXTRA_KEY
 from visionatlas_train.config import TrainConfig
 from visionatlas_train.optim import build_optimizer, build_scheduler

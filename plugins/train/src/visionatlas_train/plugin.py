@@ -6,7 +6,7 @@ Nothing heavy is imported here: the commands' parsers and the engine load on fir
 from __future__ import annotations
 
 from visionatlas import hookimpl
-from visionatlas.registry import Registrar
+from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import CommandSpec
 
 
@@ -16,15 +16,15 @@ def visionatlas_api_version() -> int:
 
 
 @hookimpl
-def visionatlas_register_commands(registry: Registrar) -> None:
-    registry.add_command(
+def visionatlas_register_commands(registrar: Registrar) -> None:
+    registrar.add_command(
         CommandSpec(
             name="train",
             help="train a catalog model on a folder of images (or builtin:digits)",
             configure="visionatlas_train.cli:configure_train",
         )
     )
-    registry.add_command(
+    registrar.add_command(
         CommandSpec(
             name="evaluate",
             help="a trained model's metrics on held-out data",

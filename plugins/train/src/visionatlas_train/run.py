@@ -32,7 +32,7 @@ from typing import Any, TextIO
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
-from visionatlas._files import write_bytes_atomic
+from visionatlas.lifecycle.files import write_bytes_atomic
 from visionatlas_train.module import is_scalar
 
 __all__ = ["RunCheckpoint", "RunFolder", "RunRecorder", "format_epoch_line"]

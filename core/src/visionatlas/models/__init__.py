@@ -1,0 +1,1 @@
+"""What models are made of: backbones, heads, composition, and inspection of built models."""
