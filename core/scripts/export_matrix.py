@@ -99,7 +99,8 @@ def _one(task: str, name: str, args: argparse.Namespace, scratch: Path) -> dict[
     import torch
 
     import visionatlas as va
-    from visionatlas.lifecycle.export import check_onnx, example_images
+    from visionatlas.lifecycle.export import example_images
+    from visionatlas.lifecycle.onnx_export import check_onnx
 
     config, num_classes = TASKS[task]
     row: dict[str, Any] = {"task": task, "architecture": name}

@@ -19,7 +19,7 @@ from visionatlas.config import BackboneConfig
 from visionatlas.errors import PretrainedWeightsError
 from visionatlas.models.backbones import builtin, weights
 from visionatlas.models.backbones.base import Backbone
-from visionatlas.models.backbones.builtin import BACKBONES
+from visionatlas.models.backbones.torchvision_specs import BACKBONES
 from visionatlas.plugins.lazy import resolve
 
 SPECS = {spec.name: spec for spec in BACKBONES}

@@ -166,3 +166,14 @@ def test_the_type_error_lists_what_is_available() -> None:
     with pytest.raises(va.InvalidArgumentError, match="convnext_base") as arch:
         va.get_architecture("classification", NONE)
     assert "more)" in str(arch.value)  # a long list is cut short
+
+
+def test_an_unknown_first_party_task_names_its_distribution() -> None:
+    from visionatlas import Catalog
+    from visionatlas.errors import UnknownTaskError
+
+    with pytest.raises(UnknownTaskError, match="pip install visionatlas-detection"):
+        Catalog(builtins=False, entry_points=False).get_task("object_detection")
+    with pytest.raises(UnknownTaskError, match="no installed plugin provides it") as info:
+        Catalog(builtins=False, entry_points=False).get_task("made_up")
+    assert "pip install" not in str(info.value)

@@ -19,7 +19,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 import visionatlas as va
-from visionatlas.lifecycle import checkpoint
+from visionatlas.lifecycle import checkpoint, checkpoint_load
 from visionatlas.lifecycle._statecodec import StateCodecError, decode_state, encode_state
 from visionatlas.lifecycle.checkpoint import MANIFEST_NAME, read_checkpoint
 
@@ -420,7 +420,8 @@ def test_a_load_racing_saves_gets_a_whole_checkpoint_or_a_retryable_error(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lockable: bool
 ) -> None:
     if not lockable:  # as in a directory the reader cannot write to: no shared lock
-        monkeypatch.setattr(checkpoint, "directory_lock", lambda *a, **k: nullcontext(False))
+        for module in (checkpoint, checkpoint_load):
+            monkeypatch.setattr(module, "directory_lock", lambda *a, **k: nullcontext(False))
     path = va.save_checkpoint(_racing_small(0), None, 0, {}, tmp_path / "ckpt")
     expected = [_racing_small(seed).state_dict() for seed in range(3)]
     saver = subprocess.Popen(

@@ -14,7 +14,12 @@ from torch import Tensor, nn
 
 from visionatlas import Catalog, hookimpl, use_catalog
 from visionatlas.cli import main
-from visionatlas.cli._tables import format_table, human_count, summarize
+from visionatlas.cli._tables import (
+    describe_variable_output,
+    format_table,
+    human_count,
+    summarize,
+)
 from visionatlas.plugins.registrar import Registrar
 from visionatlas.specs import ArchitectureSpec, BackboneSpec, FeatureLevel, TaskSpec
 
@@ -94,7 +99,7 @@ class ToyPlugin:
                     FeatureLevel(name="feat1", channels=4, stride=2),
                     FeatureLevel(name="feat2", channels=8, stride=4),
                 ),
-                pretrained_weights="TOY_V1",
+                pretrained_weights="Toy_Weights.V1",
             )
         )
 
@@ -253,7 +258,7 @@ def test_show_toy_backbone_info(toy_catalog: Catalog, capsys: pytest.CaptureFixt
     assert code == 0
     info = json.loads(out)["backbone_info"]
     assert info["family"] == "toy"
-    assert info["pretrained_weights"] == "TOY_V1"
+    assert info["pretrained_weights"] == "Toy_Weights.V1"
     assert info["feature_levels"] == [
         {"name": "feat1", "channels": 4, "stride": 2},
         {"name": "feat2", "channels": 8, "stride": 4},
@@ -296,7 +301,7 @@ def test_backbones_pretrained_only(
     code, out, _ = run(capsys, "backbones", "--pretrained-only")
     assert code == 0
     assert "toynet" in out
-    assert "TOY_V1" in out
+    assert "Toy_Weights.V1" in out
     assert "1.2K" in out
 
 
@@ -390,6 +395,83 @@ def test_demo_table_shows_errors(toy_catalog: Catalog, capsys: pytest.CaptureFix
     assert "[2, 3, 8, 8]" in toy
     assert "[2, 10]" in toy
     assert "1 of 2 tasks failed" in err
+
+
+class _Thresholding(nn.Module):
+    """Keeps the detections scoring over 0.5: how many depends on the pixel values."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = nn.Parameter(torch.ones(1))
+
+    def forward(self, images: list[Tensor]) -> list[dict[str, Tensor]]:
+        results = []
+        for image in images:
+            scores = image.flatten()[:8] * self.scale
+            keep = scores > 0.5
+            results.append({"boxes": torch.zeros(8, 4)[keep], "scores": scores[keep]})
+        return results
+
+
+class _ThresholdingPlugin:
+    @hookimpl
+    def visionatlas_register_tasks(self, registrar: Registrar) -> None:
+        registrar.add_task(
+            TaskSpec(name="thresh", display_name="Thresholding", example_inputs=_image_list)
+        )
+
+    @hookimpl
+    def visionatlas_register_architectures(self, registrar: Registrar) -> None:
+        registrar.add_architecture(
+            ArchitectureSpec(
+                task="thresh",
+                name="keep",
+                builder=lambda config, num_classes: _Thresholding(),
+                display_name="Keep",
+                num_params=1,
+                default_num_classes=1,
+            )
+        )
+
+
+def test_demo_describes_a_data_dependent_output_as_such(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    catalog = Catalog(builtins=False, entry_points=False, plugins=[_ThresholdingPlugin()])
+    with use_catalog(catalog):
+        code, out, _ = run(
+            capsys, "demo", "--task", "thresh", "--input-size", "8", "--repeats", "1"
+        )
+        assert code == 0, out
+        row = next(line for line in out.splitlines() if line.startswith("thresh"))
+        assert "data-dependent" in row
+        assert "shape inference failed" not in out
+        assert "Error" not in out
+        note = next(line for line in out.splitlines() if "depends on the data" in line)
+        assert "per image, a variable number K of detections (boxes (K, 4), scores (K,))" in note
+        code, out, _ = run(capsys, "demo", "--task", "thresh", "--json", "--input-size", "8")
+        (result,) = json.loads(out)["results"]
+        assert result["inferred_output"] is None
+        assert result["inferred_error"] is None
+        assert result["variable_output"].startswith("per image, a variable number K of detections")
+
+
+def test_describe_variable_output() -> None:
+    two = [
+        {"boxes": torch.zeros(3, 4), "labels": torch.zeros(3), "masks": torch.zeros(3, 1, 8, 8)},
+        {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0), "masks": torch.zeros(0, 1, 8, 8)},
+    ]
+    assert describe_variable_output(two) == (
+        "per image, a variable number K of detections (boxes (K, 4), labels (K,), "
+        "masks (K, 1, 8, 8)); K = 3, 0 here"
+    )
+    assert describe_variable_output([{"points": torch.zeros(5, 2)}]) == (
+        "per image, a variable number K of rows (points (K, 2)); K = 5 here"
+    )
+    ragged = [{"boxes": torch.zeros(3, 4), "labels": torch.zeros(2)}]
+    assert describe_variable_output(ragged) == (
+        "its size depends on the data; for this batch: list[1] of {boxes: [3, 4], labels: [2]}"
+    )
 
 
 def test_demo_unknown_task_and_bad_arguments(

@@ -18,12 +18,10 @@ import torch
 from torch import Tensor, nn
 
 import visionatlas as va
-from visionatlas.lifecycle.export import (
+from visionatlas.lifecycle.export import UnsafeProgramError, example_images, load_program
+from visionatlas.lifecycle.onnx_export import (
     DEFAULT_OPSET,
-    UnsafeProgramError,
     _check_dynamic_dims,
-    example_images,
-    load_program,
     supported_opsets,
 )
 

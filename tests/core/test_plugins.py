@@ -360,7 +360,7 @@ def test_malformed_registrations_are_skipped_and_valid_ones_kept(
     assert "did you mean 'visionatlas_register_backbones'?" in unknown
     bad_name, not_a_spec = by_kind["malformed"]
     assert "'Bad Name!'" in bad_name
-    assert "expects a ArchitectureSpec, got dict" in not_a_spec
+    assert "expects an ArchitectureSpec, got dict" in not_a_spec
     assert report.registered == {"architecture": ["classification/malformed_survivor"]}
     names = third_party_catalog.list_architectures("classification")
     assert "malformed_survivor" in names

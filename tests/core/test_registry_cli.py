@@ -239,7 +239,7 @@ def _unwritable_directory(tmp_path: Path) -> Path | None:
 
 @pytest.mark.parametrize("opset", ["1", "999"])
 def test_export_refuses_an_opset_the_exporter_does_not_support(tmp_path: Path, opset: str) -> None:
-    from visionatlas.lifecycle.export import supported_opsets
+    from visionatlas.lifecycle.onnx_export import supported_opsets
 
     lowest, highest = supported_opsets()
     target = tmp_path / "model.onnx"

@@ -88,10 +88,10 @@ if TYPE_CHECKING:
     from visionatlas.lifecycle.export import (
         ExportError,
         ExportResult,
-        export_onnx,
         export_program,
         load_program,
     )
+    from visionatlas.lifecycle.onnx_export import export_onnx
     from visionatlas.lifecycle.rebuild import (
         MissingPluginError,
         rebuild_model,
@@ -105,10 +105,8 @@ if TYPE_CHECKING:
         UnknownVersionError,
         VersionExistsError,
     )
-    from visionatlas.lifecycle.versioning.store import (
-        ModelEntry,
-        ModelRegistry,
-    )
+    from visionatlas.lifecycle.versioning.rows import ModelEntry
+    from visionatlas.lifecycle.versioning.store import ModelRegistry
     from visionatlas.models.backbones.base import Backbone
     from visionatlas.models.composition import (
         BackboneHeadModel,
@@ -146,7 +144,7 @@ _LAZY = {
     "compose_model": "visionatlas.models.composition",
     "ExportError": "visionatlas.lifecycle.export",
     "ExportResult": "visionatlas.lifecycle.export",
-    "export_onnx": "visionatlas.lifecycle.export",
+    "export_onnx": "visionatlas.lifecycle.onnx_export",
     "export_program": "visionatlas.lifecycle.export",
     "load_program": "visionatlas.lifecycle.export",
     "MissingPluginError": "visionatlas.lifecycle.rebuild",
@@ -158,7 +156,7 @@ _LAZY = {
     "UnknownModelError": "visionatlas.lifecycle.versioning.errors",
     "UnknownVersionError": "visionatlas.lifecycle.versioning.errors",
     "VersionExistsError": "visionatlas.lifecycle.versioning.errors",
-    "ModelEntry": "visionatlas.lifecycle.versioning.store",
+    "ModelEntry": "visionatlas.lifecycle.versioning.rows",
     "ModelRegistry": "visionatlas.lifecycle.versioning.store",
 }
 

@@ -6,19 +6,24 @@ building a model imports the providing plugin's heavy module on first use.
 
 from __future__ import annotations
 
-import contextvars
 import fnmatch
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from visionatlas.building import (
+    BuildInfo,
+    build_backbone,
+    build_model,
+    config_class,
+    load_reference,
+    make_backbone_config,
+    make_config,
+)
 from visionatlas.errors import (
     DuplicateNameError,
     InvalidArgumentError,
     PluginError,
-    PretrainedWeightsError,
     UnknownArchitectureError,
     UnknownBackboneError,
     UnknownHeadError,
@@ -26,7 +31,7 @@ from visionatlas.errors import (
     UnknownTrainingError,
 )
 from visionatlas.plugins.discovery import LoadedPlugins, load_plugins, programmatic_report
-from visionatlas.plugins.lazy import resolve
+from visionatlas.plugins.first_party import install_hint
 from visionatlas.plugins.registrar import PluginReport, Registrar, describe_error
 from visionatlas.specs import (
     ArchitectureSpec,
@@ -34,7 +39,6 @@ from visionatlas.specs import (
     CommandSpec,
     HeadSpec,
     Hyperparameters,
-    PluginRef,
     TaskSpec,
     TrainingSpec,
 )
@@ -56,19 +60,6 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-@dataclass(frozen=True)
-class BuildInfo:
-    """How a model was built; attached to models as ``model.visionatlas_info``."""
-
-    task: str
-    architecture: str
-    config: dict[str, Any]
-    num_classes: int
-    plugin: str | None
-    distribution: str | None
-    version: str | None
 
 
 def _matches(name: str, pattern: str | None) -> bool:
@@ -228,7 +219,11 @@ class Catalog:
             return specs.tasks[name]
         if name in self.list_tasks():
             return TaskSpec(name=name, display_name=name)
-        raise UnknownTaskError(name, self.list_tasks(), context="(no installed plugin provides it)")
+        hint = install_hint(name)
+        context = f"(its plugin is not installed: {hint})" if hint else ""
+        raise UnknownTaskError(
+            name, self.list_tasks(), context=context or "(no installed plugin provides it)"
+        )
 
     def architectures(
         self, task: str | None = None, pattern: str | None = None
@@ -319,7 +314,7 @@ class Catalog:
         engine's loop), or a :class:`~visionatlas.training.protocol.CustomFitTraining` for a
         task that trains with its own fit."""
         spec = self.get_training(task)
-        builder = _load(spec.builder, spec.provider, f"training of task {task!r}")
+        builder = load_reference(spec.builder, spec.provider, f"training of task {task!r}")
         try:
             training = builder()
         except (Exception, SystemExit) as err:
@@ -353,7 +348,7 @@ class Catalog:
         spec = self._state.specs.commands.get(name)
         if spec is None:
             raise LookupError(f"no plugin command {name!r}")
-        return _load(spec.configure, spec.provider, f"command {name!r} configure")
+        return load_reference(spec.configure, spec.provider, f"command {name!r} configure")
 
     # -- construction ----------------------------------------------------------------------
     def example_inputs(
@@ -368,49 +363,19 @@ class Catalog:
             import torch
 
             return torch.rand(batch_size, 3, *input_size)
-        make = _load(spec.example_inputs, spec.provider, "example_inputs")
+        make = load_reference(spec.example_inputs, spec.provider, "example_inputs")
         return make(batch_size=batch_size, input_size=input_size)
-
-    @contextmanager
-    def _building(self) -> Iterator[None]:
-        token = _BUILDING.set(self)
-        try:
-            yield
-        finally:
-            _BUILDING.reset(token)
 
     def config_class(self, task: str, architecture: str) -> type[ModelConfig]:
         """The config class an architecture validates its config with."""
-        from visionatlas.config import ModelConfig
-
-        spec = self._architecture(task, architecture, "architecture")
-        if spec.config_class is None:
-            return ModelConfig
-        cls = _load(spec.config_class, spec.provider, "config class")
-        if not (isinstance(cls, type) and issubclass(cls, ModelConfig)):
-            raise PluginError(
-                f"{spec.provider} declares config_class {spec.config_class!r} for "
-                f"{task}/{architecture}, which is not a ModelConfig subclass",
-                plugin=spec.provider.name if spec.provider else None,
-            )
-        return cls
+        return config_class(self._architecture(task, architecture, "architecture"))
 
     def make_config(
         self, task: str, architecture: str, config: ModelConfig | Mapping[str, Any] | None = None
     ) -> ModelConfig:
         """Validate ``config`` (None, a mapping or a config) against the architecture's class."""
-        from visionatlas.config import ModelConfig
-
-        cls = self.config_class(task, architecture)
-        if config is None:
-            return cls()
-        if isinstance(config, cls):
-            return config
-        if isinstance(config, ModelConfig):
-            return cls.model_validate(config.model_dump(exclude_unset=True))
-        if isinstance(config, Mapping):
-            return cls.model_validate(dict(config))
-        raise InvalidArgumentError("config", config, f"None, a mapping or a {cls.__name__}")
+        validated: ModelConfig = make_config(self.config_class(task, architecture), config)
+        return validated
 
     def create_model(
         self,
@@ -429,89 +394,28 @@ class Catalog:
         """
         spec = self._architecture(task, architecture, "architecture")
         cfg = self.make_config(task, architecture, config)
-        classes = _validated_num_classes(
-            spec.default_num_classes if num_classes is None else num_classes
-        )
-        builder = _load(spec.builder, spec.provider, "builder")
-        with self._building():
-            model = builder(cfg, classes)
-        from torch import nn
-
-        provider = spec.provider or PluginRef(name="unknown")
-        if not isinstance(model, nn.Module):
-            raise PluginError(
-                f"the builder of {task}/{architecture} from {provider} returned a "
-                f"{type(model).__name__}, not a torch.nn.Module",
-                plugin=provider.name,
-            )
-        info = BuildInfo(
-            task=task,
-            architecture=architecture,
-            config=cfg.model_dump(mode="json"),
-            num_classes=classes,
-            plugin=provider.name,
-            distribution=provider.distribution,
-            version=provider.version,
-        )
-        object.__setattr__(model, "visionatlas_info", info)  # a plain attribute, not state
-        kind = self.get_task(task).input_kind
-        if kind is not None:
-            from visionatlas.inputs import install_input_check
-
-            install_input_check(
-                model, kind, values=bool(check_inputs), label=f"{task}/{architecture}"
-            )
-        return model
+        return build_model(self, spec, cfg, num_classes, check_inputs=check_inputs)
 
     def create_backbone(
         self, config: str | BackboneConfig | Mapping[str, Any], **overrides: Any
     ) -> Backbone:
-        """Build a backbone from its name or a :class:`BackboneConfig` (fields as overrides)."""
-        from visionatlas.config import BackboneConfig
+        """Build a backbone from its name or a :class:`BackboneConfig` (fields as overrides).
 
-        if isinstance(config, str):
-            cfg = BackboneConfig(model_name=config, **overrides)
-        elif isinstance(config, BackboneConfig):
-            cfg = config.model_copy(update=overrides) if overrides else config
-            if overrides:
-                cfg = BackboneConfig.model_validate(cfg.model_dump())
-        elif isinstance(config, Mapping):
-            cfg = BackboneConfig.model_validate({**config, **overrides})
-        else:
-            raise InvalidArgumentError(
-                "config", config, "a backbone name (a str), a BackboneConfig or a mapping"
-            )
-        spec = self.get_backbone(cfg.model_name)
-        builder = _load(spec.builder, spec.provider, "backbone builder")
-        with self._building():
-            backbone: Backbone = builder(cfg)
-        if (cfg.pretrained or cfg.weights_path is not None) and backbone.weights_source is None:
-            _load_declared_weights(backbone, spec, cfg)
-        return backbone
+        Where ``pretrained`` or ``weights_path`` is set and the builder loaded no weights
+        (``backbone.weights_source`` is ``None``), the spec's declared weights are loaded, or
+        :class:`~visionatlas.errors.PretrainedWeightsError` says why they cannot be.
+        """
+        cfg = make_backbone_config(config, overrides)
+        return build_backbone(self, self.get_backbone(cfg.model_name), cfg)
 
     def create_head(
         self, name: str, *, in_features: int, num_outputs: int, dropout: float = 0.0
     ) -> nn.Module:
         """Build a registered head."""
         spec = self.get_head(name)
-        builder = _load(spec.builder, spec.provider, "head builder")
+        builder = load_reference(spec.builder, spec.provider, "head builder")
         head: nn.Module = builder(in_features=in_features, num_outputs=num_outputs, dropout=dropout)
         return head
-
-
-def _load_declared_weights(backbone: Backbone, spec: BackboneSpec, cfg: BackboneConfig) -> None:
-    """Honour ``pretrained``/``weights_path`` where the builder did not load weights itself."""
-    from visionatlas.models.backbones.weights import load_backbone_weights
-
-    if spec.pretrained_weights is None and cfg.weights_path is None:
-        provider = spec.provider.name if spec.provider else "unknown"
-        raise PretrainedWeightsError(
-            f"backbone {spec.name!r} (plugin {provider!r}) declares no pretrained weights and its "
-            "builder loaded none, so pretrained=True cannot be honoured; pass a local weights "
-            "file with weights_path, or build it with pretrained=False. A plugin declares "
-            "weights with BackboneSpec(pretrained_weights=WeightsSpec(url=..., sha256=...))"
-        )
-    load_backbone_weights(backbone, spec.pretrained_weights, cfg)
 
 
 def _script_registrar(state: LoadedPlugins, module: str) -> Registrar:
@@ -524,58 +428,10 @@ def _script_registrar(state: LoadedPlugins, module: str) -> Registrar:
     return Registrar(state.specs, report, strict=True)
 
 
-def _load(reference: Any, provider: PluginRef | None, what: str) -> Any:
-    try:
-        return resolve(reference)
-    except (Exception, SystemExit) as err:  # sys.exit() in a plugin module is a failure too
-        raise PluginError(
-            f"cannot load the {what} {reference!r} of {provider or 'an unknown plugin'}: "
-            f"{describe_error(err)}",
-            plugin=provider.name if provider else None,
-        ) from err
-
-
-def _validated_num_classes(value: Any) -> int:
-    from visionatlas.config import validate_num_classes
-
-    return validate_num_classes(value)
-
-
-_default: Catalog | None = None
-_default_lock = threading.Lock()
-_BUILDING: contextvars.ContextVar[Catalog | None] = contextvars.ContextVar(
-    "visionatlas_building", default=None
+# The process-wide catalog; at the end because it needs Catalog.
+from visionatlas.process_catalog import (  # noqa: E402
+    current_catalog,
+    get_catalog,
+    set_catalog,
+    use_catalog,
 )
-
-
-def current_catalog() -> Catalog:
-    """The catalog building a model right now (builders use it), else :func:`get_catalog`."""
-    return _BUILDING.get() or get_catalog()
-
-
-def get_catalog() -> Catalog:
-    """The process-wide catalog, created (not yet discovered) on first call."""
-    global _default
-    if _default is None:
-        with _default_lock:
-            if _default is None:
-                _default = Catalog()
-    return _default
-
-
-def set_catalog(catalog: Catalog | None) -> Catalog | None:
-    """Replace the process-wide catalog (``None``: rediscover on next use); return the old."""
-    global _default
-    with _default_lock:
-        previous, _default = _default, catalog
-    return previous
-
-
-@contextmanager
-def use_catalog(catalog: Catalog) -> Iterator[Catalog]:
-    """Make ``catalog`` the process-wide one inside a ``with`` block."""
-    previous = set_catalog(catalog)
-    try:
-        yield catalog
-    finally:
-        set_catalog(previous)

@@ -42,7 +42,8 @@ INPUT_KINDS: Mapping[str, str] = MappingProxyType(
 )
 """The input kinds a task can declare (``TaskSpec.input_kind``) and what each accepts."""
 
-NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.\-]*$")
+NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_.\-]*(/[a-z0-9][a-z0-9_.\-]*)?$")
+"""Lowercase names, with one optional namespace: ``resnet50``, ``timm/convnext_tiny``."""
 REFERENCE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 
 

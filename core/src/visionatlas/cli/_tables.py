@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = [
+    "describe_variable_output",
     "format_seconds",
     "format_table",
     "human_count",
@@ -182,3 +183,46 @@ def summarize(value: Any, *, inferred: bool = False) -> str:
     ``inferred=True`` reads tuples of ints as shapes (as :func:`infer_output_shape` returns).
     """
     return render(shape_tree(value, int_tuples_are_shapes=inferred))
+
+
+def describe_variable_output(output: Any) -> str:
+    """Describe an output whose size depends on the data, from what the model returned.
+
+    A list with one dict of tensors per image whose tensors share their first dimension
+    (a detector's boxes, labels, scores, masks) reads as ``per image, a variable number K
+    of detections (boxes (K, 4), labels (K,)); K = 3, 0 here``. Anything else is
+    described by its shapes on this batch.
+    """
+    fields: dict[str, tuple[int, ...]] | None = None
+    counts: list[int] = []
+    items = output if isinstance(output, list | tuple) else ()
+    for item in items:
+        shapes = (
+            {str(k): tuple(int(d) for d in v.shape) for k, v in item.items() if hasattr(v, "shape")}
+            if isinstance(item, Mapping)
+            else {}
+        )
+        leading = {shape[0] for shape in shapes.values() if shape}
+        rest = {key: shape[1:] for key, shape in shapes.items()}
+        if (
+            not shapes
+            or len(shapes) != len(item)
+            or len(leading) != 1
+            or fields not in (None, rest)
+        ):
+            fields = None
+            break
+        fields = rest
+        counts.append(leading.pop())
+    if fields is None:
+        return f"its size depends on the data; for this batch: {summarize(output)}"
+    noun = "detections" if "boxes" in fields else "rows"
+    parts = ", ".join(f"{key} {_with_k(dims)}" for key, dims in fields.items())
+    return (
+        f"per image, a variable number K of {noun} ({parts}); "
+        f"K = {', '.join(map(str, counts))} here"
+    )
+
+
+def _with_k(dims: tuple[int, ...]) -> str:
+    return "(K,)" if not dims else "(K, " + ", ".join(map(str, dims)) + ")"

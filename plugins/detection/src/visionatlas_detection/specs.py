@@ -99,8 +99,8 @@ def compatible_backbones(
     return tuple(sorted(b.name for b in backbones if incompatibility(b, wanted) is None))
 
 
-def register_detection_task(registry: Registrar) -> None:
-    registry.add_task(
+def register_detection_task(registrar: Registrar) -> None:
+    registrar.add_task(
         TaskSpec(
             name=TASK,
             display_name="Object detection",
@@ -141,7 +141,7 @@ def _spec(
     )
 
 
-def register_detection_architectures(registry: Registrar) -> None:
+def register_detection_architectures(registrar: Registrar) -> None:
     """The torchvision detectors, and the any-backbone ones with their compatible backbones."""
     rcnn, one_stage = rcnn_hyperparameters(), _one_stage_hyperparameters()
     specs = [
@@ -160,9 +160,9 @@ def register_detection_architectures(registry: Registrar) -> None:
               backbone="mobilenet_v3_large"),
     ]  # fmt: skip
     for spec in specs:
-        registry.add_architecture(spec)
+        registrar.add_architecture(spec)
     register_generic_architectures(
-        registry,
+        registrar,
         task=TASK,
         builders={
             "fasterrcnn": ("Faster R-CNN", RCNN_STRIDES, rcnn, 41_808_406),
@@ -174,7 +174,7 @@ def register_detection_architectures(registry: Registrar) -> None:
 
 
 def register_generic_architectures(
-    registry: Registrar,
+    registrar: Registrar,
     *,
     task: str,
     builders: dict[str, tuple[str, tuple[int, ...], Hyperparameters, int]],
@@ -185,9 +185,9 @@ def register_generic_architectures(
     ``compatible_backbones`` lists every registered backbone with levels at ``strides``;
     ``num_params`` is the count on the default backbone (ResNet-50) with default options.
     """
-    backbones = list(registry.backbones.values())
+    backbones = list(registrar.backbones.values())
     for name, (title, strides, hyperparameters, num_params) in builders.items():
-        registry.add_architecture(
+        registrar.add_architecture(
             ArchitectureSpec(
                 task=task,
                 name=name,

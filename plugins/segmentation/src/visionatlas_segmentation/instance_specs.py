@@ -22,9 +22,9 @@ INSTANCE_TASK = "instance_segmentation"
 _BUILDERS = "visionatlas_segmentation.instance"
 
 
-def register_instance_task(registry: Registrar) -> None:
+def register_instance_task(registrar: Registrar) -> None:
     """Register the ``instance_segmentation`` task."""
-    registry.add_task(
+    registrar.add_task(
         TaskSpec(
             name=INSTANCE_TASK,
             display_name="Instance segmentation",
@@ -59,9 +59,9 @@ def _spec(name: str, display_name: str, note: str, num_params: int) -> Architect
     )
 
 
-def register_instance_architectures(registry: Registrar) -> None:
+def register_instance_architectures(registrar: Registrar) -> None:
     """Register ``maskrcnn_resnet50`` (and its v2) and the generic ``maskrcnn``."""
-    registry.add_architecture(
+    registrar.add_architecture(
         _spec(
             "maskrcnn_resnet50",
             "Mask R-CNN ResNet-50 FPN",
@@ -69,7 +69,7 @@ def register_instance_architectures(registry: Registrar) -> None:
             44_454_513,
         )
     )
-    registry.add_architecture(
+    registrar.add_architecture(
         _spec(
             "maskrcnn_resnet50_v2",
             "Mask R-CNN ResNet-50 FPN v2",
@@ -78,7 +78,7 @@ def register_instance_architectures(registry: Registrar) -> None:
         )
     )
     register_generic_architectures(
-        registry,
+        registrar,
         task=INSTANCE_TASK,
         builders={"maskrcnn": ("Mask R-CNN", RCNN_STRIDES, rcnn_hyperparameters(), 44_454_513)},
         module=_BUILDERS,

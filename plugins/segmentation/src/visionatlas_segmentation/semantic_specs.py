@@ -174,9 +174,9 @@ GENERIC_ARCHITECTURES: tuple[GenericArchitecture, ...] = (
 )
 
 
-def register_semantic_task(registry: Registrar) -> None:
+def register_semantic_task(registrar: Registrar) -> None:
     """Register the ``segmentation`` task."""
-    registry.add_task(
+    registrar.add_task(
         TaskSpec(
             name=TASK,
             display_name="Semantic segmentation",
@@ -188,14 +188,14 @@ def register_semantic_task(registry: Registrar) -> None:
     )
 
 
-def register_semantic_architectures(registry: Registrar) -> None:
+def register_semantic_architectures(registrar: Registrar) -> None:
     """Register torchvision's six models and the generic ``deeplabv3`` and ``fcn``.
 
     The generic ones accept every backbone registered so far that has more than one
     feature level; their parameter count is for the default backbone and 21 classes.
     """
     for arch in TORCHVISION_ARCHITECTURES:
-        registry.add_architecture(
+        registrar.add_architecture(
             ArchitectureSpec(
                 task=TASK,
                 name=arch.name,
@@ -212,8 +212,10 @@ def register_semantic_architectures(registry: Registrar) -> None:
                 tags=("torchvision", "coco-voc", arch.head),
             )
         )
-    multiscale = tuple(sorted(name for name, spec in registry.backbones.items() if spec.multiscale))
-    default = registry.backbones.get(DEFAULT_BACKBONE)
+    multiscale = tuple(
+        sorted(name for name, spec in registrar.backbones.items() if spec.multiscale)
+    )
+    default = registrar.backbones.get(DEFAULT_BACKBONE)
     for generic in GENERIC_ARCHITECTURES:
         num_params = None
         if default is not None and default.num_params is not None and default.multiscale:
@@ -224,7 +226,7 @@ def register_semantic_architectures(registry: Registrar) -> None:
                 main_in, VOC_CLASSES
             )
             num_params = default.num_params + main + fcn_head_params(aux_in, VOC_CLASSES)
-        registry.add_architecture(
+        registrar.add_architecture(
             ArchitectureSpec(
                 task=TASK,
                 name=generic.name,

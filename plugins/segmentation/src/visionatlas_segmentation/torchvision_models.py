@@ -17,7 +17,7 @@ from torch import nn
 
 from visionatlas.config import BackboneConfig
 from visionatlas.errors import IncompatibleBackboneError
-from visionatlas.models.backbones.torchvision_families import STAGE_ENDS
+from visionatlas.models.backbones.torchvision_backbones import STAGE_ENDS
 from visionatlas.models.backbones.weights import (
     checkpoint_path,
     fetch_state_dict,

@@ -56,7 +56,8 @@ from visionatlas_train.engine import (
 from visionatlas_train.run import CONFIG_NAME, LABELS_NAME, SUMMARY_NAME, RunFolder
 
 if TYPE_CHECKING:
-    from visionatlas.lifecycle.versioning.store import ModelEntry, ModelRegistry
+    from visionatlas.lifecycle.versioning.rows import ModelEntry
+    from visionatlas.lifecycle.versioning.store import ModelRegistry
 
 __all__ = [
     "CUSTOM_FIT",

@@ -44,7 +44,8 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import DataLoader
 
-    from visionatlas.lifecycle.versioning.store import ModelEntry, ModelRegistry
+    from visionatlas.lifecycle.versioning.rows import ModelEntry
+    from visionatlas.lifecycle.versioning.store import ModelRegistry
 
 __all__ = ["EvaluationResult", "TrainError", "TrainResult", "evaluate", "train"]
 
@@ -175,7 +176,7 @@ def _check_out(run_dir: Path, *, resumable: bool = True) -> None:
 
 def _default_run_dir(task: str, architecture: str) -> Path:
     stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return Path("runs") / f"{task}-{architecture}-{stamp}"
+    return Path("runs") / f"{task}-{architecture.replace('/', '-')}-{stamp}"  # timm/...
 
 
 def _parse_register(register: str | None) -> tuple[str, str] | None:

@@ -13,13 +13,9 @@ from visionatlas.lifecycle.versioning.errors import (
     UnknownVersionError,
     VersionExistsError,
 )
+from visionatlas.lifecycle.versioning.rows import ModelEntry
 from visionatlas.lifecycle.versioning.semver import latest, normalize_version, parse_version
-from visionatlas.lifecycle.versioning.store import (
-    REGISTRY_ENV,
-    ModelEntry,
-    ModelRegistry,
-    default_registry_dir,
-)
+from visionatlas.lifecycle.versioning.store import REGISTRY_ENV, ModelRegistry, default_registry_dir
 
 __all__ = [
     "REGISTRY_ENV",

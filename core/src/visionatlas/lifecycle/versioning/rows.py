@@ -1,40 +1,198 @@
-"""Validation of what goes into the registry index and of everything read back from it.
+"""Rows of the registry index: what goes in, and the :class:`ModelEntry` each becomes.
 
-A value read from the index may have been edited by hand or damaged: it is checked (names
-and versions as at registration, a hex SHA-256, JSON that parses into the expected shape)
-before it reaches the file system or a model builder. A damaged row raises
+Names and tags are validated before they go in. A value read from the index may have been
+edited by hand or damaged: it is checked (names and versions as at registration, a hex
+SHA-256, JSON that parses into the expected shape) before it reaches the file system or a
+model builder. A damaged row raises
 :class:`~visionatlas.lifecycle.versioning.errors.DamagedEntryError` naming the entry and the field.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as _dt
+import fnmatch
 import json
 import math
 import re
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from visionatlas.lifecycle.versioning.errors import (
     DamagedEntry,
     DamagedEntryError,
     InvalidVersionError,
 )
-from visionatlas.lifecycle.versioning.semver import normalize_version
+from visionatlas.lifecycle.versioning.semver import normalize_version, sort_versions
+
+if TYPE_CHECKING:
+    from visionatlas.catalog import BuildInfo
+    from visionatlas.lifecycle.files import WrittenFile
+    from visionatlas.lifecycle.rebuild import Requirement
 
 __all__ = [
     "SHA256",
+    "ModelEntry",
     "check_name",
     "check_tags",
     "finite_json",
+    "new_row",
+    "parse_entries",
     "parse_row",
+    "select_entries",
 ]
 
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 """A weight file's digest: exactly 64 lowercase hex digits (it names the file)."""
 
+_GLOB_CHARS = frozenset("*?[")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 _TAG = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$")
 _NON_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """One registered model version: how to rebuild it, its weights, tags and metrics."""
+
+    name: str
+    version: str
+    build_info: BuildInfo
+    tags: tuple[str, ...]
+    metrics: dict[str, Any]
+    description: str
+    num_params: int
+    weights_sha256: str
+    weights_size: int
+    weights_path: Path
+    created_at: str
+    versions: dict[str, str]
+    requires: tuple[Requirement, ...] = ()
+
+    @property
+    def task(self) -> str:
+        return self.build_info.task
+
+    @property
+    def architecture(self) -> str:
+        return self.build_info.architecture
+
+    @property
+    def num_classes(self) -> int:
+        return self.build_info.num_classes
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready, as printed by ``visionatlas registry show --json``.
+
+        Non-finite metric values become the strings ``"NaN"``, ``"Infinity"`` and
+        ``"-Infinity"`` (standard JSON has no such numbers).
+        """
+        info = self.build_info
+        return {
+            "name": self.name,
+            "version": self.version,
+            "task": info.task,
+            "architecture": info.architecture,
+            "num_classes": info.num_classes,
+            "config": info.config,
+            "plugin": info.plugin,
+            "distribution": info.distribution,
+            "plugin_version": info.version,
+            "tags": list(self.tags),
+            "metrics": finite_json(self.metrics),
+            "description": self.description,
+            "num_params": self.num_params,
+            "weights": {
+                "path": str(self.weights_path),
+                "sha256": self.weights_sha256,
+                "size": self.weights_size,
+            },
+            "created_at": self.created_at,
+            "versions": self.versions,
+            "requires": [r.as_dict() for r in self.requires],
+        }
+
+
+def new_row(
+    name: str,
+    version: str,
+    info: BuildInfo,
+    needs: Iterable[Requirement],
+    *,
+    description: str,
+    metrics: Mapping[str, Any],
+    num_params: int,
+    weights: WrittenFile,
+    versions: Mapping[str, str],
+) -> dict[str, Any]:
+    """The ``models`` row of a new entry (``metrics`` already JSON values), stamped now."""
+    return {
+        "name": name,
+        "version": version,
+        "task": info.task,
+        "architecture": info.architecture,
+        "build_info": json.dumps(dataclasses.asdict(info), sort_keys=True),
+        "requires": json.dumps([r.as_dict() for r in needs]),
+        "description": description,
+        "metrics": json.dumps(metrics, sort_keys=True, allow_nan=False),
+        "num_params": num_params,
+        "weights_sha256": weights.sha256,
+        "weights_size": weights.size,
+        "versions": json.dumps(versions, sort_keys=True),
+        "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def parse_entries(
+    rows: Iterable[Mapping[str, Any]],
+    tags: Mapping[tuple[object, object], Iterable[object]],
+    weights_path: Callable[[str], Path],
+) -> tuple[list[ModelEntry], list[DamagedEntry]]:
+    """The entries of sound ``rows`` (``tags`` by ``(name, version)``) and the damage of
+    the others; ``weights_path`` gives a weight file's path from its digest."""
+    entries: list[ModelEntry] = []
+    damaged: list[DamagedEntry] = []
+    for row in rows:
+        try:
+            fields = parse_row(row, tags.get((row["name"], row["version"]), ()))
+        except DamagedEntryError as err:
+            damaged.append(err.damage)
+            continue
+        entries.append(ModelEntry(**fields, weights_path=weights_path(fields["weights_sha256"])))
+    return entries, damaged
+
+
+def select_entries(
+    entries: Iterable[ModelEntry], pattern: str | None, tags: Iterable[str]
+) -> list[ModelEntry]:
+    """The ``entries`` whose name matches ``pattern`` and that carry every tag in ``tags``,
+    sorted by name, then by ascending version.
+
+    ``pattern`` is a case-insensitive glob; without wildcards it matches as a substring.
+    """
+    wanted = set(tags)
+    glob = None
+    if pattern is not None:
+        glob = pattern if _GLOB_CHARS & set(pattern) else f"*{pattern}*"
+    found = [
+        e
+        for e in entries
+        if wanted <= set(e.tags)
+        and (glob is None or fnmatch.fnmatchcase(e.name.lower(), glob.lower()))
+    ]
+    by_name: dict[str, list[ModelEntry]] = {}
+    for entry in found:
+        by_name.setdefault(entry.name, []).append(entry)
+    ordered: list[ModelEntry] = []
+    for key in sorted(by_name):
+        positions = {e.version: e for e in by_name[key]}
+        ordered += [positions[v] for v in sort_versions(positions)]
+    return ordered
 
 
 def check_name(name: object) -> str:

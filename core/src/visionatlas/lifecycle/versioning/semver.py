@@ -14,6 +14,7 @@ __all__ = [
     "ACCEPTED_FORM",
     "LATEST",
     "is_latest",
+    "is_version",
     "latest",
     "normalize_version",
     "parse_version",
@@ -49,6 +50,14 @@ def normalize_version(text: object) -> str:
 
 def is_latest(text: object) -> bool:
     return isinstance(text, str) and text.strip().lower() == LATEST
+
+
+def is_version(text: str) -> bool:
+    """Whether ``text`` is a version in canonical form (as the registry stores them)."""
+    try:
+        return normalize_version(text) == text
+    except InvalidVersionError:
+        return False
 
 
 def sort_versions(versions: Iterable[str]) -> list[str]:
