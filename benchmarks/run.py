@@ -8,13 +8,11 @@ Every figure is a ratio against a reference measured in the same run, alternatin
 
 from __future__ import annotations
 
-import argparse
-import json
 import subprocess
 import sys
 from pathlib import Path
 
-from _timing import Comparison, alternate
+from _timing import Comparison, alternate, run_comparisons
 
 
 def cold_list(repeats: int) -> Comparison:
@@ -88,21 +86,7 @@ BENCHMARKS = {"list": cold_list, "create": create_resnet50, "forward": forward_r
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("only", nargs="*", help=f"subset to run: {', '.join(BENCHMARKS)}")
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--check", action="store_true", help="exit 1 if a target is missed")
-    parser.add_argument("--json", type=Path, help="also write the results to this file")
-    args = parser.parse_args()
-    unknown = [name for name in args.only if name not in BENCHMARKS]
-    if unknown:
-        parser.error(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}")
-    results = [BENCHMARKS[name](args.repeats) for name in (args.only or BENCHMARKS)]
-    for result in results:
-        print(result.row(), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
-    return 0 if all(r.passed for r in results) or not args.check else 1
+    return run_comparisons(BENCHMARKS, __doc__.splitlines()[0])
 
 
 if __name__ == "__main__":

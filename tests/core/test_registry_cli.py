@@ -297,6 +297,16 @@ def test_export_out_must_be_a_file_in_a_writable_directory(
     assert a_file.read_text() == "not a directory\n"
 
 
+def test_export_out_naming_a_new_directory_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "export", "classification", "resnet18", "--out", "newdir/")
+    assert code == 2
+    assert "'newdir/' names a directory; give a file path such as newdir/model.onnx" in err
+    assert list(tmp_path.iterdir()) == []  # no file called newdir
+
+
 def test_export_usage_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     target = str(tmp_path / "x.onnx")
     code, _, err = run(capsys, "export", "classification", "resnt18", "--out", target)

@@ -54,6 +54,15 @@ def _model_from_weights(args: argparse.Namespace, catalog: Catalog) -> tuple[nn.
     return registry.load(entry.name, entry.version), f"registered model {entry.ref}"
 
 
+def _file_path(text: str) -> Path:
+    """``--out``: a file path; one ending in a separator names a directory and is refused."""
+    if text.endswith(("/", os.sep)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} names a directory; give a file path such as {text}model.onnx"
+        )
+    return Path(text)
+
+
 def _out_problem(out: Path, suffix: str) -> str | None:
     """Why ``--out`` cannot take the export, or ``None`` when it can (nothing is created)."""
     accepted = "give a file path in a directory you can write to"
@@ -212,7 +221,7 @@ def add_export_parser(sub: Any) -> None:
     p.add_argument("task", nargs="?", metavar="TASK")
     p.add_argument("architecture", nargs="?", metavar="ARCH")
     p.add_argument("--format", choices=EXPORT_FORMATS, default="onnx", help="default: onnx")
-    p.add_argument("--out", type=Path, required=True, metavar="FILE", help="output file")
+    p.add_argument("--out", type=_file_path, required=True, metavar="FILE", help="output file")
     p.add_argument(
         "--num-classes", type=positive_int, metavar="N", help="default: the architecture's"
     )

@@ -44,8 +44,9 @@ def check_backbone(
 ) -> BackboneCheck:
     """Build backbone ``name`` and check, on a real forward pass, everything its spec says.
 
-    The backbone runs in eval mode on 2 random images of ``input_size`` (default: the
-    larger of ``min_input_size`` and 64, rounded up to a multiple of the largest stride).
+    The backbone runs in eval mode on 2 random images of ``input_size`` (default:
+    ``min_input_size`` when it is 64 or more, else 64 rounded up to a multiple of the largest
+    stride).
     Checks the level names, channels and strides of ``forward_multiscale`` (stride = input
     side / map side, rounded up), ``feature_info`` against the spec's ``feature_levels``,
     ``out_channels`` (the final map's channels and the attribute), ``pre_logits_dim`` (the
@@ -142,9 +143,10 @@ def _input_size(spec: BackboneSpec, input_size: int | tuple[int, int] | None) ->
         return input_size, input_size
     if input_size is not None:
         return input_size
+    if spec.min_input_size >= 64:  # it runs there (some models run at one size only)
+        return spec.min_input_size, spec.min_input_size
     largest = max((level.stride for level in spec.feature_levels), default=32)
-    side = max(spec.min_input_size, 64)
-    side = -(-side // largest) * largest
+    side = -(-64 // largest) * largest
     return side, side
 
 
