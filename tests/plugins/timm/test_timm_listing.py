@@ -100,3 +100,51 @@ def test_derived_architectures_exist_for_timm_backbones(name: str) -> None:
         spec = va.get_architecture(task, name)
         assert spec.backbone == name
         assert spec.pretrained_available == (backbone.pretrained_weights is not None)
+
+
+def test_another_timm_version_gets_its_own_manifest_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from visionatlas_timm import manifest as module
+
+    shipped = load_manifest()
+    monkeypatch.setenv("VISIONATLAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(module, "installed_timm_version", lambda: "9.9.9")
+    commands: list[list[str]] = []
+
+    def fake_generate(command: list[str], check: bool) -> subprocess.CompletedProcess[str]:
+        commands.append(command)  # stands in for minutes of describing every model
+        out = Path(command[command.index("--out") + 1])
+        data = json.loads((PLUGIN_SRC / "manifest.json").read_text("utf-8"))
+        data["timm_version"] = "9.9.9"
+        data["models"] = data["models"][:3]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(data), "utf-8")
+        return subprocess.CompletedProcess(command, 0)
+
+    monkeypatch.setattr(module.subprocess, "run", fake_generate)
+    first = module.manifest_for_installed_timm()
+    assert first.timm_version == "9.9.9"
+    assert [e.name for e in first.entries] == [e.name for e in shipped.entries[:3]]
+    assert first.path == str(tmp_path / "timm" / "manifest-timm-9.9.9.json")
+    assert "the installed timm is 9.9.9" in capsys.readouterr().err
+    assert module.manifest_for_installed_timm().path == first.path  # cached: generated once
+    assert len(commands) == 1
+    assert commands[0][1:4] == ["-m", "visionatlas_timm.generate", "--out"]
+
+
+def test_a_failed_regeneration_lists_nothing_rather_than_stale_models(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from visionatlas_timm import manifest as module
+
+    monkeypatch.setenv("VISIONATLAS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(module, "installed_timm_version", lambda: "9.9.9")
+    monkeypatch.setattr(
+        module.subprocess, "run", lambda command, check: subprocess.CompletedProcess(command, 1)
+    )
+    catalog = va.Catalog()
+    assert not [name for name in catalog.list_backbones() if name.startswith("timm/")]
+    (report,) = [r for r in catalog.list_plugins() if r.name == "timm"]
+    assert report.errors[0].kind == "hook-error"
+    assert "no timm backbones are listed" in report.errors[0].message
