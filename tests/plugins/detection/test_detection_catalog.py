@@ -95,11 +95,24 @@ def test_metadata() -> None:
     assert ssd.hyperparameters.input_size == (320, 320)
 
 
-@pytest.mark.parametrize("name", ANY_BACKBONE)
-def test_compatible_backbones_are_the_multiscale_ones(name: str) -> None:
+@pytest.mark.parametrize(
+    ("name", "strides"),
+    [("fasterrcnn", {4, 8, 16, 32}), ("fcos", {8, 16, 32}), ("retinanet", {8, 16, 32})],
+)
+def test_compatible_backbones_have_levels_at_the_pyramid_strides(
+    name: str, strides: set[int]
+) -> None:
     accepted = va.get_architecture(TASK, name).compatible_backbones
-    multiscale = {b.name for b in va.get_catalog().backbones() if b.multiscale}
-    assert set(accepted) == multiscale
+    expected = {
+        b.name
+        for b in va.get_catalog().backbones()
+        if strides <= {level.stride for level in b.feature_levels}
+    }
+    assert set(accepted) == expected
+    torchvision_multiscale = {
+        b.name for b in va.get_catalog().backbones() if b.multiscale and "/" not in b.name
+    }
+    assert torchvision_multiscale <= set(accepted)
     assert {"resnet18", "efficientnet_b3", "convnext_tiny", "swin_t"} <= set(accepted)
     assert not any(b.startswith("vit_") for b in accepted)
 
