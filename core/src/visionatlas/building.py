@@ -170,14 +170,29 @@ def make_backbone_config(
 
 
 def build_backbone(catalog: Catalog, spec: BackboneSpec, config: BackboneConfig) -> Backbone:
-    """Call ``spec``'s builder; load the declared weights where the builder loaded none."""
+    """Call ``spec``'s builder; load the declared weights where the builder loaded none.
+
+    When weights are asked for, the builder runs under
+    :func:`~visionatlas.models.deferred_init.construct_and_load`, so the parameters that the
+    weights replace are never randomly initialised.
+    """
     builder = load_reference(spec.builder, spec.provider, "backbone builder")
-    with building(catalog):
-        backbone: Backbone = builder(config)
-    asked = config.pretrained or config.weights_path is not None
-    if asked and backbone.weights_source is None:
-        _load_declared_weights(backbone, spec, config)
-    return backbone
+
+    def construct() -> Backbone:
+        with building(catalog):
+            built: Backbone = builder(config)
+        return built
+
+    if not (config.pretrained or config.weights_path is not None):
+        return construct()
+
+    def load(backbone: Backbone) -> None:
+        if backbone.weights_source is None:
+            _load_declared_weights(backbone, spec, config)
+
+    from visionatlas.models.deferred_init import construct_and_load
+
+    return construct_and_load(construct, load)
 
 
 def _load_declared_weights(backbone: Backbone, spec: BackboneSpec, cfg: BackboneConfig) -> None:

@@ -27,6 +27,7 @@ from visionatlas.lifecycle.checkpoint_format import (
 )
 from visionatlas.lifecycle.files import directory_lock
 from visionatlas.lifecycle.rebuild import Requirement, build_info_from_dict, rebuild_model
+from visionatlas.lifecycle.safetensors_load import load_safetensors
 
 if TYPE_CHECKING:
     import torch
@@ -153,29 +154,42 @@ def _load(
     model_file = verify_file(directory, files["model"], "model")
     state_file = verify_file(directory, files["state"], "state") if "state" in files else None
     summary = _summary(directory, manifest, None)
+
+    def load(target: nn.Module) -> None:
+        try:
+            load_safetensors(target, model_file, strict=strict, device=str(map_location))
+        except FileNotFoundError as err:
+            raise CorruptCheckpointError(
+                f"checkpoint file {err.filename or model_file} disappeared while loading",
+                path=model_file,
+            ) from err
+        except RuntimeError as err:
+            raise CheckpointError(
+                f"the weights in {model_file} do not fit the model: {err}", path=model_file
+            ) from err
+
     if model is None:
-        if summary.build_info is None:
+        from visionatlas.models.deferred_init import construct_and_load
+
+        info = summary.build_info
+        if info is None:
             raise CheckpointError(
                 f"checkpoint {directory} records no build info (the model was not built by "
                 "visionatlas); pass model=... to load its weights into",
                 path=directory,
             )
-        model = rebuild_model(
-            summary.build_info, needs=summary.requires, what=f"checkpoint {directory}"
+        model = construct_and_load(
+            lambda: rebuild_model(info, needs=summary.requires, what=f"checkpoint {directory}"),
+            load,
         )
+    else:
+        load(model)
     try:
-        safetensors.torch.load_model(
-            model, str(model_file), strict=strict, device=str(map_location)
-        )
         tensors = safetensors.torch.load_file(str(state_file)) if state_file else {}
     except FileNotFoundError as err:
         raise CorruptCheckpointError(
-            f"checkpoint file {err.filename or model_file} disappeared while loading",
-            path=model_file,
-        ) from err
-    except RuntimeError as err:
-        raise CheckpointError(
-            f"the weights in {model_file} do not fit the model: {err}", path=model_file
+            f"checkpoint file {err.filename or state_file} disappeared while loading",
+            path=state_file,
         ) from err
     for key, target in (("optimizer", optimizer), ("scheduler", scheduler)):
         if target is None:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from visionatlas.models.deferred_init import construct_and_load
 from visionatlas_anomaly.config import UninformedStudentsConfig, validation_summary
 from visionatlas_anomaly.devices import resolve_device
 from visionatlas_anomaly.errors import DetectorFileError, NonFiniteError, UnknownImageSizeWarning
@@ -109,25 +110,29 @@ def load_detector(path: Path, *, device: str | None = None) -> UninformedStudent
     target = resolve_device(
         config.device, hint=" (the saved device; pass device='cpu' or --device cpu)"
     )
-    detector = UninformedStudents(config)
     tensors = load_file(str(tensor_file), device="cpu")
     bad = _non_finite(tensors)
     if bad:
         raise DetectorFileError(f"{path} is damaged: NaN or infinite values in {', '.join(bad)}")
     legacy = form in LEGACY_FORMATS
-    if legacy:  # the fit state comes from the metadata alone
-        detector.load_state_dict(tensors, strict=False)
-        missing = sorted(set(detector.state_dict()) - set(tensors) - set(FIT_STATE_KEYS))
-        unexpected = sorted(set(tensors) - set(detector.state_dict()))
-        if missing or unexpected:
-            raise DetectorFileError(
-                f"{path} does not match its config: missing {missing}, unexpected {unexpected}"
-            )
-    else:
+
+    def load(detector: UninformedStudents) -> None:
+        if legacy:  # the fit state comes from the metadata alone
+            detector.load_state_dict(tensors, strict=False)
+            missing = sorted(set(detector.state_dict()) - set(tensors) - set(FIT_STATE_KEYS))
+            unexpected = sorted(set(tensors) - set(detector.state_dict()))
+            if missing or unexpected:
+                raise DetectorFileError(
+                    f"{path} does not match its config: missing {missing}, unexpected {unexpected}"
+                )
+            return
         try:
             detector.load_state_dict(tensors)
         except (RuntimeError, ValueError) as err:
             raise DetectorFileError(f"{path} does not match its config: {err}") from err
+
+    # the networks' random initialisation is skipped: the file replaces every weight
+    detector = construct_and_load(lambda: UninformedStudents(config), load)
     stored = (detector.threshold, detector.image_size)
     threshold = metadata.get("threshold")
     try:

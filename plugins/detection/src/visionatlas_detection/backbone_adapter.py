@@ -69,15 +69,17 @@ class BackboneFPN(nn.Module):
 def freeze_batchnorm(module: nn.Module) -> int:
     """Replace every ``BatchNorm2d`` inside ``module`` by an equivalent ``FrozenBatchNorm2d``.
 
-    Statistics, affine parameters and ``eps`` are copied, so eval outputs do not change.
-    Returns how many layers were replaced.
+    Statistics, affine parameters and ``eps`` are copied, so eval outputs do not change
+    (affine parameters not yet initialised, under
+    :func:`~visionatlas.models.deferred_init.deferred_init`, are left to the weights loaded
+    next). Returns how many layers were replaced.
     """
     replaced = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.BatchNorm2d):
             frozen = FrozenBatchNorm2d(child.num_features, eps=child.eps)
             frozen = frozen.to(device=_device_of(child))
-            if child.affine:
+            if child.affine and not child.weight.is_meta:  # meta: weights load later
                 frozen.weight.copy_(child.weight.detach())
                 frozen.bias.copy_(child.bias.detach())
             if child.track_running_stats and child.running_mean is not None:
@@ -92,5 +94,6 @@ def freeze_batchnorm(module: nn.Module) -> int:
 
 def _device_of(module: nn.Module) -> object:
     for tensor in (*module.parameters(), *module.buffers()):
-        return tensor.device
+        if not tensor.is_meta:  # a deferred_init placeholder stands for a real device
+            return tensor.device
     return "cpu"

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from torch import Tensor, nn
 from torchvision.ops.misc import FrozenBatchNorm2d
@@ -22,6 +22,7 @@ from visionatlas.catalog import current_catalog
 from visionatlas.config import BackboneConfig, ModelConfig
 from visionatlas.errors import IncompatibleBackboneError, PretrainedWeightsError
 from visionatlas.models.backbones.weights import fetch_state_dict
+from visionatlas.models.deferred_init import construct_and_load, taking_weights
 from visionatlas_detection.backbone_adapter import BackboneFPN, freeze_batchnorm, levels_at
 from visionatlas_detection.config import DetectionConfig
 from visionatlas_detection.heads import TORCHVISION_FOCAL
@@ -39,6 +40,7 @@ __all__ = [
 ]
 
 DEFAULT_FPN_CHANNELS = 256
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 @dataclass(frozen=True)
@@ -205,18 +207,31 @@ def _trainable_layers(cfg: DetectionConfig, model: Detector, default: int, name:
     return cfg.trainable_backbone_layers
 
 
-def _finish(
-    model: Detector,
-    cfg: DetectionConfig,
-    checkpoint: Checkpoint | None,
-    *,
-    name: str,
-    trainable_default: int,
+def _construct(
+    construct: Callable[[], Detector], checkpoint: Checkpoint | None, name: str
 ) -> Detector:
-    if checkpoint is not None:
-        load_checkpoint(model, checkpoint, architecture=name)
+    """``construct()``, with the checkpoint's weights loaded (without initialising them first)."""
+    if checkpoint is None:
+        return construct()
+    return construct_and_load(
+        construct, lambda model: load_checkpoint(model, checkpoint, architecture=name)
+    )
+
+
+def _finish(
+    model: Detector, cfg: DetectionConfig, *, name: str, trainable_default: int
+) -> Detector:
     model.freeze_backbone(_trainable_layers(cfg, model, trainable_default, name))
     return model
+
+
+def build_trunk(
+    construct: Callable[[], ModuleT], state: dict[str, Tensor] | None, name: str
+) -> ModuleT:
+    """``construct()`` a torchvision classifier as a trunk, loading ``state`` into it if given."""
+    if state is None:
+        return construct()
+    return construct_and_load(construct, lambda trunk: load_trunk_weights(trunk, state, name))
 
 
 # -- torchvision's detectors -------------------------------------------------------------------
@@ -271,12 +286,11 @@ def build_torchvision_detector(
         pretrained_backbone=scope == "backbone",
         backbone_state=backbone_state,
     )
-    model = recipe.construct(options)
+    model = _construct(lambda: recipe.construct(options), checkpoint, recipe.name)
     stages = len(model.backbone_stages())
     model = _finish(
         model,
         cfg,
-        checkpoint,
         name=recipe.name,
         trainable_default=recipe.default_trainable_layers if trained else stages,
     )
@@ -291,7 +305,8 @@ def build_torchvision_detector(
 def load_trunk_weights(trunk: nn.Module, state: dict[str, Tensor], name: str) -> None:
     """Load ImageNet weights (classifier included) into a torchvision classification model."""
     try:
-        result = trunk.load_state_dict(state, strict=False)
+        with taking_weights():  # the state was read for this build
+            result = trunk.load_state_dict(state, strict=False)
     except RuntimeError as err:
         raise PretrainedWeightsError(f"backbone weights do not fit {name}: {err}") from err
     if result.missing_keys or result.unexpected_keys:
@@ -336,14 +351,8 @@ def build_any_backbone_detector(
     elif cfg.backbone_weights is not None:
         backbone_config = backbone_config.model_copy(update={"weights": cfg.backbone_weights})
     pretrained_backbone = backbone_config.pretrained or backbone_config.weights_path is not None
-    trunk = catalog.create_backbone(BackboneConfig.model_validate(backbone_config.model_dump()))
-    trunk.pre_logits = nn.Identity()  # pooling-side layers: unused by detectors
-    trunk.pretrained_classifier_state = None
-    levels = levels_at(trunk, recipe.strides, architecture=recipe.name)
     trained = full or pretrained_backbone
     frozen = cfg.frozen_batchnorm if cfg.frozen_batchnorm is not None else trained
-    if frozen:
-        freeze_batchnorm(trunk)
     options = _resolve_options(
         cfg,
         recipe.family,
@@ -355,15 +364,24 @@ def build_any_backbone_detector(
         pretrained_backbone=pretrained_backbone,
     )
     channels = options.fpn_channels
-    adapter = BackboneFPN(trunk, levels, channels, recipe.extra_blocks(channels))
-    model = attach(
-        recipe.construct(adapter, options), num_classes=num_classes, stages=trunk.stages()
-    )
+    trunk_config = BackboneConfig.model_validate(backbone_config.model_dump())
+
+    def construct() -> Detector:
+        trunk = catalog.create_backbone(trunk_config)
+        trunk.pre_logits = nn.Identity()  # pooling-side layers: unused by detectors
+        trunk.pretrained_classifier_state = None
+        levels = levels_at(trunk, recipe.strides, architecture=recipe.name)
+        if frozen:
+            freeze_batchnorm(trunk)
+        adapter = BackboneFPN(trunk, levels, channels, recipe.extra_blocks(channels))
+        detector = recipe.construct(adapter, options)
+        return attach(detector, num_classes=num_classes, stages=trunk.stages())
+
+    model = _construct(construct, checkpoint, recipe.name)
     stages = len(model.backbone_stages())
     return _finish(
         model,
         cfg,
-        checkpoint,
         name=recipe.name,
         trainable_default=recipe.default_trainable_layers if trained else stages,
     )

@@ -32,6 +32,8 @@ _PRIOR_PROBABILITY = 0.01  # torchvision's initial foreground probability of foc
 
 
 def _like(module: nn.Module, reference: Tensor) -> nn.Module:
+    if reference.is_meta:  # a placeholder of deferred_init: the new layer stays real
+        return module.to(dtype=reference.dtype)
     return module.to(device=reference.device, dtype=reference.dtype)
 
 

@@ -24,7 +24,7 @@ from torchvision.models.detection.ssdlite import SSDLiteFeatureExtractorMobileNe
 from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool, LastLevelP6P7
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from visionatlas_detection.build import Family, Options, TorchvisionRecipe, load_trunk_weights
+from visionatlas_detection.build import Family, Options, TorchvisionRecipe, build_trunk
 from visionatlas_detection.heads import FocalFCOSHead, FocalRetinaNetHead
 from visionatlas_detection.models import (
     Detector,
@@ -75,9 +75,11 @@ def resnet50_fpn(
     Returns the backbone and its stages (stem ``conv1``/``bn1``, ``layer1`` ... ``layer4``),
     the groups torchvision's ``trainable_backbone_layers`` counts from the end.
     """
-    trunk = torchvision.models.resnet50(weights=None, norm_layer=options.norm_layer)
-    if options.backbone_state is not None:
-        load_trunk_weights(trunk, options.backbone_state, "resnet50")
+    trunk = build_trunk(
+        partial(torchvision.models.resnet50, weights=None, norm_layer=options.norm_layer),
+        options.backbone_state,
+        "resnet50",
+    )
     stage2 = trunk.inplanes // 8
     backbone = BackboneWithFPN(
         trunk,
@@ -190,12 +192,17 @@ def _ssdlite(options: Options) -> Detector:
     norm = partial(nn.BatchNorm2d, eps=0.001, momentum=0.03)
     trunk_norm = partial(FrozenBatchNorm2d, eps=0.001) if options.frozen_batchnorm else norm
     # torchvision's builder uses the reduced tail unless ImageNet backbone weights load
-    trunk = torchvision.models.mobilenet_v3_large(
-        weights=None, norm_layer=trunk_norm, reduced_tail=not options.pretrained_backbone
+    trunk = build_trunk(
+        partial(
+            torchvision.models.mobilenet_v3_large,
+            weights=None,
+            norm_layer=trunk_norm,
+            reduced_tail=not options.pretrained_backbone,
+        ),
+        options.backbone_state,
+        "mobilenet_v3_large",
     )
-    if options.backbone_state is not None:
-        load_trunk_weights(trunk, options.backbone_state, "mobilenet_v3_large")
-    else:
+    if options.backbone_state is None:
         _normal_init(trunk)
     features = trunk.features
     # stages end where the resolution halves; torchvision counts 6 of them

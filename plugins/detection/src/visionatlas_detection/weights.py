@@ -20,6 +20,7 @@ from visionatlas.models.backbones.weights import (
     read_state_dict,
     torchvision_weights,
 )
+from visionatlas.models.deferred_init import taking_weights
 from visionatlas_detection.models import Detector
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ def load_checkpoint(model: Detector, checkpoint: Checkpoint, *, architecture: st
     if found != wanted:
         model.reset_classes(found)
     try:
-        result = model.load_state_dict(checkpoint.state, strict=False)
+        with taking_weights():  # the checkpoint was read for this build
+            result = model.load_state_dict(checkpoint.state, strict=False)
     except RuntimeError as err:
         raise PretrainedWeightsError(
             f"weights from {checkpoint.source} do not fit {architecture}: {err}"

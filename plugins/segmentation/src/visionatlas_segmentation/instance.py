@@ -58,7 +58,8 @@ class MaskRCNNDetector(Detector, MaskRCNN):  # type: ignore[misc]
         old = predictor.mask_fcn_logits
         new = nn.Conv2d(old.in_channels, num_classes, kernel_size=1)
         nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")  # torchvision's
-        predictor.mask_fcn_logits = new.to(device=old.weight.device, dtype=old.weight.dtype)
+        device = None if old.weight.is_meta else old.weight.device  # meta: a deferred_init
+        predictor.mask_fcn_logits = new.to(device=device, dtype=old.weight.dtype)  # placeholder
         self.num_classes = num_classes
 
 

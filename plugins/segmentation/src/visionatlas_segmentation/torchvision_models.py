@@ -23,6 +23,7 @@ from visionatlas.models.backbones.weights import (
     fetch_state_dict,
     torchvision_weights,
 )
+from visionatlas.models.deferred_init import construct_and_load, initialise_placeholders
 from visionatlas_segmentation.config import SegmentationConfig
 from visionatlas_segmentation.losses import SegmentationLoss
 from visionatlas_segmentation.model import SegmentationModel, group_modules
@@ -220,22 +221,36 @@ def build_torchvision_architecture(
     kwargs: dict[str, Any] = {"weights": None, "weights_backbone": None, "num_classes": num_classes}
     if arch.has_aux_head:
         kwargs["aux_loss"] = aux
-    built = getattr(segmentation, arch.torchvision_builder)(**kwargs)
-    model = TorchvisionSegmentationModel(
-        built.backbone,
-        built.classifier,
-        getattr(built, "aux_classifier", None),
-        criterion=SegmentationLoss.from_config(config, num_classes),
-        main_key=None if arch.head == "lraspp" else "out",
-        stages=_LAYOUTS[arch.backbone].stages,
-    )
-    if plan is not None and plan.scope == "full":
-        state, source = fetch_checkpoint(arch.name, arch.weights, plan.path)
-        load_checkpoint(
-            model, state, what=f"segmentation architecture {arch.name!r}", source=source
+
+    def construct() -> TorchvisionSegmentationModel:
+        built = getattr(segmentation, arch.torchvision_builder)(**kwargs)
+        return TorchvisionSegmentationModel(
+            built.backbone,
+            built.classifier,
+            getattr(built, "aux_classifier", None),
+            criterion=SegmentationLoss.from_config(config, num_classes),
+            main_key=None if arch.head == "lraspp" else "out",
+            stages=_LAYOUTS[arch.backbone].stages,
         )
+
+    if plan is not None and plan.scope == "full":
+
+        def load(model: TorchvisionSegmentationModel) -> None:
+            state, source = fetch_checkpoint(arch.name, arch.weights, plan.path)
+            load_checkpoint(
+                model, state, what=f"segmentation architecture {arch.name!r}", source=source
+            )
+
+        model = construct_and_load(construct, load)
     elif plan is not None:
-        _load_backbone_weights(arch, model, plan)
+
+        def load_trunk(model: TorchvisionSegmentationModel) -> None:
+            _load_backbone_weights(arch, model, plan)
+            initialise_placeholders(model)  # the heads: torch's default initialisation
+
+        model = construct_and_load(construct, load_trunk)
+    else:
+        model = construct()
     if config.dropout is not None:
         model.set_head_dropout(config.dropout)
     trainable = config.backbone_trainable_stages

@@ -20,6 +20,11 @@ from visionatlas.models.backbones.weights import (
     read_state_dict,
     torchvision_weights,
 )
+from visionatlas.models.deferred_init import (
+    initialise_placeholders,
+    placeholders,
+    taking_weights,
+)
 from visionatlas_segmentation.model import SegmentationModel
 
 __all__ = ["fetch_checkpoint", "load_checkpoint", "load_module_weights", "with_metadata"]
@@ -114,10 +119,13 @@ def load_checkpoint(
         kept[key] = value
     if not checkpoint_has_aux:
         fresh.update(key for key in own if key.startswith(_AUX))
-    load_module_weights(
-        model,
-        with_metadata(state, kept),
-        what=what,
-        source=source,
-        allowed_missing=frozenset(fresh),
-    )
+    with taking_weights():  # the checkpoint was read for this load
+        load_module_weights(
+            model,
+            with_metadata(state, kept),
+            what=what,
+            source=source,
+            allowed_missing=frozenset(fresh),
+        )
+    if placeholders(model):  # built under deferred_init: the fresh layers start as torch's
+        initialise_placeholders(model)

@@ -402,19 +402,25 @@ class ModelRegistry:
         how it was built. ``verify`` checks the weight file's SHA-256 first.
         """
         entry = self.verify(name, version) if verify else self.get(name, version)
-        try:
-            model = rebuild_model(
-                entry.build_info,
-                needs=entry.requires,
-                catalog=self.catalog,
-                what=f"registered model {entry.ref}",
-            )
-        except ValueError as err:
-            if isinstance(err, VisionAtlasError):
-                raise
-            raise DamagedEntryError(
-                DamagedEntry(entry.name, entry.version, "build_info", f"is invalid: {err}")
-            ) from err
-        self._files.load_into(model, entry.weights_path, entry.ref)
+        from visionatlas.models.deferred_init import construct_and_load
+
+        def construct() -> nn.Module:
+            try:
+                return rebuild_model(
+                    entry.build_info,
+                    needs=entry.requires,
+                    catalog=self.catalog,
+                    what=f"registered model {entry.ref}",
+                )
+            except ValueError as err:
+                if isinstance(err, VisionAtlasError):
+                    raise
+                raise DamagedEntryError(
+                    DamagedEntry(entry.name, entry.version, "build_info", f"is invalid: {err}")
+                ) from err
+
+        model = construct_and_load(
+            construct, lambda built: self._files.load_into(built, entry.weights_path, entry.ref)
+        )
         model.to(device)
         return model.eval()

@@ -93,10 +93,10 @@ class WeightFiles:
     @staticmethod
     def load_into(model: nn.Module, path: Path, ref: str) -> None:
         """Load the weight file at ``path`` into ``model`` (every parameter must fit)."""
-        import safetensors.torch
+        from visionatlas.lifecycle.safetensors_load import load_safetensors
 
         try:
-            safetensors.torch.load_model(model, str(path), strict=True)
+            load_safetensors(model, path, strict=True)
         except (RuntimeError, OSError) as err:
             raise RegistryError(f"cannot load the weights of {ref} from {path}: {err}") from err
 

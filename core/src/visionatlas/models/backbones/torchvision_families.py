@@ -218,7 +218,10 @@ def _build_torchvision(
 def _finish(backbone: TorchvisionBackbone, config: BackboneConfig) -> TorchvisionBackbone:
     """Add the built-in classifier and load pretrained weights when asked."""
     if config.num_classes:
-        backbone.classifier = nn.Linear(backbone.pre_logits_dim, config.num_classes)
+        from visionatlas.models.deferred_init import deferred_init
+
+        with deferred_init(enabled=False):  # no weights may cover a new classifier
+            backbone.classifier = nn.Linear(backbone.pre_logits_dim, config.num_classes)
     if config.pretrained or config.weights_path is not None:
         from visionatlas.models.backbones.weights import load_backbone_weights
 
