@@ -114,6 +114,11 @@ class TaskTraining(Protocol):
         monitor_mode: ``"max"`` or ``"min"``.
         builtin_datasets: ``builtin:NAME`` datasets the task can write without a download,
             with a one-line description each.
+
+    Optional attribute ``takes_targets`` (default ``False``): ``True`` for models that, like
+    torchvision's detectors, train as ``model(inputs, targets)`` returning a dict of losses
+    and predict as ``model(inputs)`` in eval mode; the engine then calls :meth:`loss` on
+    training batches only and logs no validation loss.
     """
 
     task: str

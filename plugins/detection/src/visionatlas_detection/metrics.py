@@ -64,3 +64,10 @@ class DetectionMeanAP(MeanAveragePrecision):
             [_prediction(p, self.with_masks) for p in preds],
             [_truth(t, self.with_masks) for t in target],
         )
+
+    def compute(self) -> dict[str, Tensor]:
+        """COCO's figures; the class list and per-class values only with ``class_metrics``."""
+        result: dict[str, Tensor] = super().compute()
+        if self.class_metrics:
+            return result
+        return {k: v for k, v in result.items() if k != "classes" and "per_class" not in k}

@@ -64,10 +64,13 @@ class TrainingModule(pl.LightningModule):
         metrics = training.metrics(data)
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
-        # with mixed targets the task's metrics (hard labels) do not apply to train batches
+        self.takes_targets = bool(getattr(training, "takes_targets", False))
+        """The task's models train as ``model(inputs, targets)`` (see ``TaskTraining``)."""
+        # with mixed targets the task's metrics (hard labels) do not apply to train batches,
+        # and a model that trains on its targets returns losses, not predictions, there
         self.train_metrics = (
             metrics.clone(prefix="train/")
-            if config.train_metrics and self.batch_transform is None
+            if config.train_metrics and self.batch_transform is None and not self.takes_targets
             else None
         )
         self.matrices: dict[str, Tensor] = {}
@@ -82,7 +85,9 @@ class TrainingModule(pl.LightningModule):
         mixed_targets = targets
         if self.batch_transform is not None:
             inputs, mixed_targets = self.batch_transform(inputs, targets)
-        outputs = self.model(inputs)
+        # detectors train as model(images, targets) and return a dict of losses
+        args = (inputs, mixed_targets) if self.takes_targets else (inputs,)
+        outputs = self.model(*args)
         loss = self.training_pieces.loss(outputs, mixed_targets, self.train_loss_options)
         self.log(
             "train/loss",
@@ -100,16 +105,17 @@ class TrainingModule(pl.LightningModule):
     def _evaluation_step(self, batch: tuple[Any, Any], stage: str) -> None:
         inputs, targets = batch
         outputs = self.model(inputs)
-        loss = self.training_pieces.loss(outputs, targets, self.eval_loss_options)
-        self.log(
-            f"{stage}/loss",
-            loss,
-            on_step=False,
-            on_epoch=True,
-            prog_bar=stage == "val",
-            batch_size=_count(inputs),
-            sync_dist=True,
-        )
+        if not self.takes_targets:  # a detector in eval mode predicts; it has no loss then
+            loss = self.training_pieces.loss(outputs, targets, self.eval_loss_options)
+            self.log(
+                f"{stage}/loss",
+                loss,
+                on_step=False,
+                on_epoch=True,
+                prog_bar=stage == "val",
+                batch_size=_count(inputs),
+                sync_dist=True,
+            )
         self._metrics(stage).update(outputs, targets)
 
     def validation_step(self, batch: tuple[Any, Any], batch_idx: int) -> None:

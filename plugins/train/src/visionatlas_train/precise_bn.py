@@ -73,9 +73,12 @@ def _recompute(
     try:
         seen = 0
         for batch in itertools.islice(loader, batches):
-            inputs, _ = trainer.strategy.batch_to_device(batch, pl_module.device)
+            inputs, targets = trainer.strategy.batch_to_device(batch, pl_module.device)
             with trainer.precision_plugin.forward_context():
-                model(inputs)
+                if getattr(pl_module, "takes_targets", False):  # detectors need targets
+                    model(inputs, targets)
+                else:
+                    model(inputs)
             seen += 1
     finally:
         for norm, momentum in zip(norms, momenta, strict=True):
