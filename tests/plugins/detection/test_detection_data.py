@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from visionatlas.errors import DatasetError
 from visionatlas_detection.data import (
-    DataError,
     DetectionDataset,
     read_coco,
     read_voc,
@@ -94,7 +94,7 @@ def test_coco_labels_of_a_trained_model_map_by_name(tmp_path: Path) -> None:
     records, labels = read_coco(path, images, labels=["cat", "bird", "dog"])
     assert labels == ["cat", "bird", "dog"]
     assert [a.label for a in records[0].annotations] == [1, 3]
-    with pytest.raises(DataError, match=r"categories \['dog'\] that the model does not know"):
+    with pytest.raises(DatasetError, match=r"categories \['dog'\] that the model does not know"):
         read_coco(path, images, labels=["cat"])
 
 
@@ -124,7 +124,7 @@ def test_coco_bad_annotations_are_refused_naming_file_and_id(
     tmp_path: Path, annotation: dict[str, Any], masks: bool, message: str
 ) -> None:
     path, images = _coco(tmp_path, annotations=_with_annotation(**annotation))
-    with pytest.raises(DataError, match=message) as info:
+    with pytest.raises(DatasetError, match=message) as info:
         read_coco(path, images, masks=masks)
     assert str(path) in str(info.value)
 
@@ -132,14 +132,14 @@ def test_coco_bad_annotations_are_refused_naming_file_and_id(
 def test_coco_images_missing_from_the_folder_are_named(tmp_path: Path) -> None:
     path, images = _coco(tmp_path)
     (images / "b.png").unlink()
-    with pytest.raises(DataError, match=r"names images that .*images lacks: b\.png"):
+    with pytest.raises(DatasetError, match=r"names images that .*images lacks: b\.png"):
         read_coco(path, images)
 
 
 def test_not_a_coco_file(tmp_path: Path) -> None:
     path = tmp_path / "x.json"
     path.write_text(json.dumps({"images": []}))
-    with pytest.raises(DataError, match=r"lacks \['annotations', 'categories'\]"):
+    with pytest.raises(DatasetError, match=r"lacks \['annotations', 'categories'\]"):
         read_coco(path, tmp_path)
 
 
@@ -182,7 +182,7 @@ def test_voc_reads_boxes_classes_and_difficult(tmp_path: Path) -> None:
 )
 def test_voc_bad_boxes_are_refused(tmp_path: Path, box: tuple[int, ...], message: str) -> None:
     _voc(tmp_path, _object("person", box))  # type: ignore[arg-type]
-    with pytest.raises(DataError, match=rf"img1\.xml, object 0: .*{message}"):
+    with pytest.raises(DatasetError, match=rf"img1\.xml, object 0: .*{message}"):
         read_voc(tmp_path)
 
 

@@ -44,3 +44,20 @@ def test_detection_refuses_what_it_cannot_honour(tmp_path: Path) -> None:
     request = DataRequest()
     with pytest.raises(ValueError, match="is not detection data"):
         training.prepare_data(str(tmp_path), request)
+
+
+def test_builtin_shapes_is_written_once_into_the_cache(tmp_path: Path) -> None:
+    training = DetectionTraining()
+    request = DataRequest(cache_dir=tmp_path)
+    data = training.prepare_data("builtin:shapes", request)
+    assert data.train is not None
+    assert len(data.train) == 160
+    assert data.val is not None
+    assert len(data.val) == 40
+    assert data.labels == ["__background__", "rectangle", "ellipse", "triangle"]
+    written = next(tmp_path.glob("detection-shapes-*"))
+    stamp = (written / "train" / "annotations.json").stat().st_mtime_ns
+    training.prepare_data("builtin:shapes", request)
+    assert (written / "train" / "annotations.json").stat().st_mtime_ns == stamp
+    with pytest.raises(ValueError, match="unknown built-in dataset 'builtin:shape'"):
+        training.prepare_data("builtin:shape", request)

@@ -58,18 +58,11 @@ _EAGER: contextvars.ContextVar[bool] = contextvars.ContextVar(
 EAGER_ENV = "VISIONATLAS_EAGER_INIT"
 """Set to ``1`` or ``true`` to make :func:`construct_and_load` always take the ordinary path."""
 _STATE = "_visionatlas_deferred"
+"""Attribute of a module holding placeholders: the handle of its load pre-hook."""
 _DEVICE = "_visionatlas_device"
 """Attribute of a placeholder: the device of the parameter it stands for."""
 _install_lock = threading.Lock()
 _original_register: Callable[..., None] | None = None
-
-
-class _Deferred:
-    """Per module: the device each placeholder stands in for, and the load hooks' handles."""
-
-    def __init__(self) -> None:
-        self.devices: dict[str, torch.device] = {}
-        self.handles: list[Any] = []
 
 
 def _install() -> None:
@@ -96,16 +89,11 @@ def _register(self: nn.Module, name: str, param: nn.Parameter | None) -> None:
         return
     if isinstance(param, nn.parameter.UninitializedParameter):
         return
-    state: _Deferred | None = self.__dict__.get(_STATE)
-    if state is None:
-        state = _Deferred()
-        self.__dict__[_STATE] = state
+    if _STATE not in self.__dict__:
         hook = self.register_load_state_dict_pre_hook(_fill_placeholders)  # type: ignore[no-untyped-call]
-        state.handles.append(hook)
+        self.__dict__[_STATE] = hook
     if adopted is not None:
-        state.devices[name] = adopted
         return
-    state.devices[name] = param.device
     placeholder = nn.Parameter(param.to("meta"), requires_grad=param.requires_grad)
     setattr(placeholder, _DEVICE, param.device)
     self._parameters[name] = placeholder
@@ -196,17 +184,17 @@ def _fill_placeholders(
     torch then copies the tensor onto itself, which it skips. Shape mismatches and missing
     keys are left for torch to report.
     """
-    state: _Deferred = module.__dict__[_STATE]
     take = _TAKING.get()
     for name, param in list(module._parameters.items()):
-        if param is None or not param.is_meta or name not in state.devices:
+        device: torch.device | None = getattr(param, _DEVICE, None)
+        if param is None or not param.is_meta or device is None:
             continue
         key = prefix + name
         loaded = state_dict.get(key)
         if not isinstance(loaded, Tensor) or loaded.is_meta or loaded.shape != param.shape:
             continue  # torch reports the missing key or the size mismatch
         real = nn.Parameter(
-            _materialised(param, loaded, state.devices[name], take=take),
+            _materialised(param, loaded, device, take=take),
             requires_grad=param.requires_grad,
         )
         module._parameters[name] = real
@@ -252,28 +240,29 @@ def initialise_placeholders(module: nn.Module) -> list[str]:
     """
     done: list[str] = []
     for prefix, sub in module.named_modules():
-        state: _Deferred | None = sub.__dict__.get(_STATE)
         meta = [n for n, p in sub._parameters.items() if p is not None and p.is_meta]
         if not meta:
             continue
         reset = getattr(sub, "reset_parameters", None)
-        partly = len(meta) < sum(p is not None for p in sub._parameters.values())
-        if state is None or not callable(reset) or partly:
+        if any(getattr(sub._parameters[n], _DEVICE, None) is None for n in meta):
+            why = "it holds meta tensors that are not deferred_init placeholders"
+        elif len(meta) < sum(p is not None for p in sub._parameters.values()):
+            why = "some of its parameters are loaded"
+        elif not callable(reset):
+            why = "it has no reset_parameters()"
+        else:
+            why = ""
+        if why:
             raise TypeError(
                 f"cannot initialise {prefix or type(sub).__name__} ({type(sub).__name__}): "
-                + (
-                    "some of its parameters are loaded"
-                    if partly
-                    else "it has no reset_parameters()"
-                )
-                + "; load weights for all of it or build it outside deferred_init"
+                f"{why}; load weights for all of it or build it outside deferred_init"
             )
+        assert callable(reset)
         for name in meta:
             param = sub._parameters[name]
             assert param is not None
-            device = state.devices.get(name, torch.device("cpu"))
             real = torch.empty_strided(
-                param.shape, param.stride(), dtype=param.dtype, device=device
+                param.shape, param.stride(), dtype=param.dtype, device=getattr(param, _DEVICE)
             )
             sub._parameters[name] = nn.Parameter(real, requires_grad=param.requires_grad)
             done.append(f"{prefix}.{name}" if prefix else name)
@@ -283,10 +272,9 @@ def initialise_placeholders(module: nn.Module) -> list[str]:
 
 def _release(module: nn.Module) -> None:
     for sub in module.modules():
-        state: _Deferred | None = sub.__dict__.pop(_STATE, None)
-        if state is not None:
-            for handle in state.handles:
-                handle.remove()
+        handle = sub.__dict__.pop(_STATE, None)
+        if handle is not None:
+            handle.remove()
 
 
 def _tied(module: nn.Module) -> bool:

@@ -12,7 +12,6 @@ the model are ``["__background__", *class names]``: label ``i`` is ``labels[i]``
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
@@ -69,7 +68,7 @@ def read_detection_source(
     source: Path, request: DataRequest, *, masks: bool = False
 ) -> tuple[list[ImageRecord], list[ImageRecord], list[str]]:
     """``(train, val, class names)`` of a COCO split folder or a VOC folder."""
-    from visionatlas_detection.data import DataError, read_voc
+    from visionatlas_detection.data import DatasetError, read_voc
 
     known = [label for label in request.labels if label != BACKGROUND]
     held_out = next((source / s for s in ("val", "test") if (source / s).is_dir()), None)
@@ -87,7 +86,7 @@ def read_detection_source(
         return (*_split(train, request), names)
     if (source / "Annotations").is_dir():
         if masks:
-            raise DataError(f"{source} is a Pascal VOC detection folder: it has no masks")
+            raise DatasetError(f"{source} is a Pascal VOC detection folder: it has no masks")
         main = source / "ImageSets" / "Main"
         if (main / "train.txt").is_file() and (main / "val.txt").is_file():
             train, names = read_voc(source, split="train", labels=known)
@@ -96,7 +95,7 @@ def read_detection_source(
             records, names = read_voc(source, labels=known)
             train, val = _split(records, request)
         return ([] if request.purpose == "evaluate" else train), val, names
-    raise DataError(
+    raise DatasetError(
         f"{source} is not detection data: expected train/ and val/ folders each holding "
         "annotations.json (COCO) and images/, or a Pascal VOC folder (Annotations/, "
         "JPEGImages/), or builtin:shapes"
@@ -106,12 +105,25 @@ def read_detection_source(
 def _split(
     records: list[ImageRecord], request: DataRequest
 ) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    order = list(range(len(records)))
-    random.Random(request.seed).shuffle(order)
-    count = max(1, round(len(records) * request.val_fraction)) if len(records) > 1 else 0
-    val = sorted(order[:count])
-    train = sorted(order[count:])
+    from visionatlas.training.images import stratified_split
+
+    train, val = stratified_split([0] * len(records), request.val_fraction, request.seed)
     return [records[i] for i in train], [records[i] for i in val]
+
+
+def _shapes_folder(cache_dir: Path | None) -> Path:
+    """``builtin:shapes``, written once (atomically) into the built-in datasets folder."""
+    from visionatlas.training.images import dataset_cache_dir, written_atomically
+    from visionatlas_detection.data import write_synthetic_coco
+
+    def complete(folder: Path) -> bool:
+        return all((folder / s / "annotations.json").is_file() for s in ("train", "val"))
+
+    def write(folder: Path) -> None:
+        write_synthetic_coco(folder)
+
+    target = dataset_cache_dir(cache_dir) / f"detection-{SHAPES}-v1"
+    return written_atomically(target, write, complete=complete)
 
 
 class DetectionTraining:
@@ -125,17 +137,10 @@ class DetectionTraining:
     builtin_datasets: Mapping[str, str] = MappingProxyType({SHAPES: _SHAPES_DESCRIPTION})
 
     def prepare_data(self, source: str, request: DataRequest) -> TrainingData:
-        from visionatlas.cache import cache_dir
-        from visionatlas_detection.data import DetectionDataset, write_synthetic_coco
+        from visionatlas_detection.data import DetectionDataset
 
         builtin = builtin_name(source, self.builtin_datasets, self.task)
-        if builtin is not None:
-            root = Path(request.cache_dir or cache_dir("detection")) / "shapes-v1"
-            if not (root / "val" / "annotations.json").is_file():
-                write_synthetic_coco(root)
-            folder = root
-        else:
-            folder = Path(source)
+        folder = Path(source) if builtin is None else _shapes_folder(request.cache_dir)
         train, val, names = read_detection_source(folder, request, masks=self.masks)
         transform = _augmentation(request.augment)
         labels = [BACKGROUND, *names]

@@ -1,9 +1,9 @@
 """Detection and instance-segmentation data: COCO and Pascal VOC readers, a synthetic set."""
 
+from visionatlas.errors import DatasetError
 from visionatlas_detection.data.coco import read_coco
 from visionatlas_detection.data.samples import (
     Annotation,
-    DataError,
     DetectionDataset,
     ImageRecord,
     decode_mask,
@@ -13,7 +13,7 @@ from visionatlas_detection.data.voc import read_voc
 
 __all__ = [
     "Annotation",
-    "DataError",
+    "DatasetError",
     "DetectionDataset",
     "ImageRecord",
     "decode_mask",

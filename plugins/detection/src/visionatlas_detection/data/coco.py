@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from visionatlas_detection.data.samples import Annotation, Box, DataError, ImageRecord
+from visionatlas.errors import DatasetError
+from visionatlas_detection.data.samples import Annotation, Box, ImageRecord
 
 __all__ = ["BOX_SLACK", "read_coco"]
 
@@ -31,14 +32,14 @@ _SHOWN = 5
 
 def _load(path: Path) -> dict[str, Any]:
     if not path.is_file():
-        raise DataError(f"COCO annotation file {path} does not exist")
+        raise DatasetError(f"COCO annotation file {path} does not exist")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataError(f"{path} is not valid JSON: {err}") from err
+        raise DatasetError(f"{path} is not valid JSON: {err}") from err
     missing = [k for k in ("images", "annotations", "categories") if k not in data]
     if not isinstance(data, dict) or missing:
-        raise DataError(
+        raise DatasetError(
             f"{path} is not a COCO annotation file: it lacks {missing or 'a top-level object'} "
             "(accepted: an object with 'images', 'annotations' and 'categories' lists)"
         )
@@ -50,7 +51,7 @@ def _load(path: Path) -> dict[str, Any]:
         for entry in data[key]:
             lacking = [k for k in needed if k not in entry]
             if lacking:
-                raise DataError(
+                raise DatasetError(
                     f"{path}: an entry of '{key}' (id {entry.get('id')!r}) lacks {lacking}; "
                     f"each needs {list(needed)}"
                 )
@@ -76,7 +77,7 @@ def _label_map(
         return {int(c["id"]): i + 1 for i, c in enumerate(ordered)}, names
     unknown = [n for n in names if n not in labels]
     if unknown:
-        raise DataError(
+        raise DatasetError(
             f"{path} has categories {unknown} that the model does not know; its classes are "
             f"{list(labels)}"
         )
@@ -88,12 +89,14 @@ def _box(ann: Mapping[str, Any], width: int, height: int, where: str) -> Box:
     if not (
         isinstance(bbox, list) and len(bbox) == 4 and all(isinstance(v, (int, float)) for v in bbox)
     ):
-        raise DataError(f"{where}: bbox {bbox!r} is not [x, y, width, height] in pixels")
+        raise DatasetError(f"{where}: bbox {bbox!r} is not [x, y, width, height] in pixels")
     x, y, w, h = (float(v) for v in bbox)
     if w <= 0 or h <= 0:
-        raise DataError(f"{where}: bbox {bbox} has zero area (width and height must be > 0 pixels)")
+        raise DatasetError(
+            f"{where}: bbox {bbox} has zero area (width and height must be > 0 pixels)"
+        )
     if x < -BOX_SLACK or y < -BOX_SLACK or x + w > width + BOX_SLACK or y + h > height + BOX_SLACK:
-        raise DataError(
+        raise DatasetError(
             f"{where}: bbox {bbox} (x, y, width, height) reaches outside its "
             f"{width}x{height} image; boxes must lie within the image"
         )
@@ -110,12 +113,12 @@ def _segmentation(ann: Mapping[str, Any], width: int, height: int, where: str) -
         return seg
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         if list(seg["size"]) != [height, width]:
-            raise DataError(
+            raise DatasetError(
                 f"{where}: the RLE mask is {seg['size'][0]}x{seg['size'][1]} (height x width) "
                 f"but its image is {height}x{width}; a mask must have its image's size"
             )
         return seg
-    raise DataError(
+    raise DatasetError(
         f"{where}: segmentation {str(seg)[:60]!r} is not a mask (accepted: a list of polygons "
         "[x1, y1, x2, y2, ...] of at least 3 points, or an RLE dict with 'counts' and 'size')"
     )
@@ -142,7 +145,7 @@ def read_coco(
     ]
     if missing:
         more = f" and {len(missing) - _SHOWN} more" if len(missing) > _SHOWN else ""
-        raise DataError(
+        raise DatasetError(
             f"{path} names images that {folder} lacks: {', '.join(missing[:_SHOWN])}{more}"
         )
     records = []
@@ -152,7 +155,7 @@ def read_coco(
         for ann in coco.imgToAnns.get(img["id"], []):
             where = f"{path}, annotation id {ann['id']}"
             if ann["category_id"] not in label_of:
-                raise DataError(
+                raise DatasetError(
                     f"{where}: category_id {ann['category_id']!r} is not in the file's "
                     f"categories (ids {sorted(label_of)})"
                 )

@@ -19,15 +19,10 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-__all__ = ["Annotation", "Box", "DataError", "DetectionDataset", "ImageRecord", "decode_mask"]
+__all__ = ["Annotation", "Box", "DetectionDataset", "ImageRecord", "decode_mask"]
 
 Box = tuple[float, float, float, float]
 """``x0, y0, x1, y1`` in pixels."""
-
-
-class DataError(ValueError):
-    """An annotation file or image folder that cannot be used; the message names the file,
-    the annotation id where there is one, and what is accepted."""
 
 
 @dataclass(frozen=True)
