@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 import pytest
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
 
 from visionatlas.training.protocol import DataRequest
-from visionatlas_detection.data import write_synthetic_coco
+from visionatlas_detection.data import DetectionDataset, read_coco, write_synthetic_coco
 from visionatlas_detection.training import DetectionTraining
 
 SETTINGS = {
@@ -22,7 +26,7 @@ SETTINGS = {
 
 
 def test_fcos_trains_and_evaluates_on_coco_folders(tmp_path: Path) -> None:
-    from visionatlas_train import evaluate, train
+    from visionatlas_train import evaluate, predict, train
 
     root = write_synthetic_coco(tmp_path / "shapes", train=8, val=4, seed=0)
     run = tmp_path / "run"
@@ -35,6 +39,27 @@ def test_fcos_trains_and_evaluates_on_coco_folders(tmp_path: Path) -> None:
     report = evaluate(run, root)
     assert report.num_images == 4
     assert report.metrics["map"] == pytest.approx(result.metrics["val/map"])
+
+    out = tmp_path / "predicted"
+    predict(run, [root / "val" / "images" / "00001.png", root / "val" / "images"], out,
+            score_threshold=0.0)  # fmt: skip
+    written = json.loads((out / "predictions.json").read_text())
+    assert [c["name"] for c in written["categories"]] == ["rectangle", "ellipse", "triangle"]
+    assert len(written["images"]) == 5  # one file named twice: two outputs, two names
+    assert written["images"][0]["overlay"] == "overlays/00001.png"
+    assert written["images"][2]["overlay"] == "overlays/00001-2.png"
+    assert written["annotations"], "a score threshold of 0 keeps every detection"
+    for annotation in written["annotations"]:
+        assert annotation["category_id"] in (1, 2, 3)
+        assert len(annotation["bbox"]) == 4
+        assert 0.0 <= annotation["score"] <= 1.0
+    listing = COCO(str(out / "predictions.json"))  # a COCO dataset of its own
+    assert len(listing.loadRes(written["annotations"]).getAnnIds()) == len(written["annotations"])
+    for entry in written["images"]:
+        with Image.open(out / entry["overlay"]) as overlay, Image.open(entry["file_name"]) as image:
+            assert overlay.size == image.size
+    with pytest.raises(ValueError, match="not an empty folder"):
+        predict(run, [root / "val" / "images"], out)  # nothing already written is replaced
 
 
 def test_detection_refuses_what_it_cannot_honour(tmp_path: Path) -> None:
@@ -61,3 +86,43 @@ def test_builtin_shapes_is_written_once_into_the_cache(tmp_path: Path) -> None:
     assert (written / "train" / "annotations.json").stat().st_mtime_ns == stamp
     with pytest.raises(ValueError, match="unknown built-in dataset 'builtin:shape'"):
         training.prepare_data("builtin:shape", request)
+
+
+def test_predict_command_writes_files_and_refuses_bad_paths(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    root = write_synthetic_coco(tmp_path / "shapes", train=4, val=2, seed=1)
+    command = [sys.executable, "-m", "visionatlas", "predict", str(tmp_path / "no-run"),
+               str(root / "val" / "images"), "--out", str(tmp_path / "out")]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    assert "no training run or checkpoint" in done.stderr or "neither" in done.stderr
+
+
+def test_strong_augmentation_moves_boxes_and_masks_with_the_image(tmp_path: Path) -> None:
+    from visionatlas_detection.augment import detection_augmentation
+
+    root = write_synthetic_coco(tmp_path / "shapes", train=6, val=1, seed=2)
+    records, names = read_coco(
+        root / "train" / "annotations.json", root / "train" / "images", masks=True
+    )
+    labels = ["__background__", *names]
+    transform = detection_augmentation("strong")
+    dataset = DetectionDataset(records, labels, masks=True, transform=transform)
+    torch.manual_seed(0)
+    for index in range(len(dataset)):
+        image, target = dataset[index]
+        boxes, masks = target["boxes"], target["masks"]
+        assert len(boxes) == len(masks) == len(target["labels"])
+        height, width = image.shape[-2:]
+        assert masks.shape[-2:] == (height, width)
+        for box, mask in zip(boxes.tolist(), masks, strict=True):
+            assert 0 <= box[0] < box[2] <= width
+            assert 0 <= box[1] < box[3] <= height
+            _, xs = torch.nonzero(mask, as_tuple=True)
+            if len(xs):  # the mask lies within its box (a pixel of slack for rounding)
+                assert xs.min() >= box[0] - 1
+                assert xs.max() <= box[2] + 1
+    with pytest.raises(ValueError, match="accepted: a preset"):
+        detection_augmentation("flip,mosaic")

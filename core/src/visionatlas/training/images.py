@@ -47,6 +47,7 @@ __all__ = [
     "MAX_SKIP_WARNINGS",
     "ImageFiles",
     "SkippedImageWarning",
+    "augment_steps",
     "builtin_name",
     "check_image",
     "dataset_cache_dir",
@@ -377,3 +378,32 @@ def builtin_name(source: str, available: Mapping[str, str], task: str) -> str | 
     hint = f"; did you mean {', '.join(BUILTIN_PREFIX + c for c in close)}?" if close else ""
     names = ", ".join(BUILTIN_PREFIX + n for n in available) or "none"
     raise DatasetError(f"unknown built-in dataset {source!r} for {task}{hint} (available: {names})")
+
+
+def augment_steps(
+    augment: str, steps: Mapping[str, str], presets: Mapping[str, Sequence[str]]
+) -> tuple[str, ...]:
+    """The augmentation steps an ``augment`` setting names, in the order of ``steps``.
+
+    ``augment`` is a preset name (``presets`` maps each to its steps; ``"none"`` always
+    means no step) or a comma-separated list of step names from ``steps`` (which maps each
+    to what it does), e.g. ``"flip,colour"``. Anything else raises a ``ValueError`` that
+    lists what is accepted.
+    """
+    if augment == "none":
+        return ()
+    if augment in presets:
+        chosen = set(presets[augment])
+    else:
+        chosen = {part.strip() for part in augment.split(",") if part.strip()}
+        unknown = sorted(chosen - set(steps))
+        if unknown or not chosen:
+            accepted = ", ".join(
+                [*(f"{name} ({', '.join(presets[name])})" for name in presets), "none"]
+            )
+            raise ValueError(
+                f"augment={augment!r} names no preset and unknown steps {unknown}; accepted: "
+                f"a preset ({accepted}) or a comma-separated list of steps "
+                f"({', '.join(f'{k}: {v}' for k, v in steps.items())})"
+            )
+    return tuple(name for name in steps if name in chosen)

@@ -35,6 +35,7 @@ __all__ = [
     "FitOutcome",
     "FitRequest",
     "LossOptions",
+    "PredictRequest",
     "SkippedFile",
     "TaskTraining",
     "TrainingData",
@@ -104,6 +105,24 @@ class LossOptions:
     label_smoothing: float = 0.0
 
 
+@dataclass(frozen=True, kw_only=True)
+class PredictRequest:
+    """What ``visionatlas predict`` asks of a task's ``write_predictions``.
+
+    ``out`` is an empty folder to write into; ``labels`` are the model's class names;
+    ``input_size`` its training input size; detections scoring below ``score_threshold``
+    are left out; ``names`` gives each image's output file stem (unique).
+    """
+
+    out: Path
+    labels: tuple[str, ...] = ()
+    input_size: tuple[int, int] = (224, 224)
+    score_threshold: float = 0.5
+    device: str = "cpu"
+    batch_size: int = 4
+    names: tuple[str, ...] = ()
+
+
 @runtime_checkable
 class TaskTraining(Protocol):
     """The training pieces of one task.
@@ -114,6 +133,10 @@ class TaskTraining(Protocol):
         monitor_mode: ``"max"`` or ``"min"``.
         builtin_datasets: ``builtin:NAME`` datasets the task can write without a download,
             with a one-line description each.
+
+    Optional method ``write_predictions(model, images, request) -> dict`` (see
+    :class:`PredictRequest`): writes a trained model's predictions on image files as files
+    a person or a program reads (``visionatlas predict``), returning a summary.
 
     Optional attribute ``takes_targets`` (default ``False``): ``True`` for models that, like
     torchvision's detectors, train as ``model(inputs, targets)`` returning a dict of losses

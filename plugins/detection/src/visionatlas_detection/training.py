@@ -18,10 +18,10 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from visionatlas.training.images import builtin_name
-from visionatlas.training.protocol import DataRequest, LossOptions, TrainingData
+from visionatlas.training.protocol import DataRequest, LossOptions, PredictRequest, TrainingData
 
 if TYPE_CHECKING:
-    from torch import Tensor
+    from torch import Tensor, nn
     from torchmetrics import MetricCollection
 
     from visionatlas_detection.data import ImageRecord
@@ -34,26 +34,6 @@ _SHAPES_DESCRIPTION = (
     "synthetic rectangles, ellipses and triangles on textured backgrounds, 128-256 px, "
     "COCO layout (160 train, 40 val images)"
 )
-
-
-def _augmentation(name: str) -> Callable[[Any, Any], tuple[Any, Any]] | None:
-    """``default``: horizontal flips and light colour jitter (boxes and masks move with
-    the image); ``none``: nothing."""
-    if name == "none":
-        return None
-    if name != "default":
-        raise ValueError(f"augment must be 'default' or 'none' for detection, got {name!r}")
-    from torchvision.transforms import v2
-
-    transform = v2.Compose(
-        [v2.RandomHorizontalFlip(0.5), v2.ColorJitter(brightness=0.2, contrast=0.2)]
-    )
-
-    def apply(image: Any, target: Any) -> tuple[Any, Any]:
-        out: tuple[Any, Any] = transform(image, target)
-        return out
-
-    return apply
 
 
 def _coco_split(
@@ -137,12 +117,13 @@ class DetectionTraining:
     builtin_datasets: Mapping[str, str] = MappingProxyType({SHAPES: _SHAPES_DESCRIPTION})
 
     def prepare_data(self, source: str, request: DataRequest) -> TrainingData:
+        from visionatlas_detection.augment import detection_augmentation
         from visionatlas_detection.data import DetectionDataset
 
         builtin = builtin_name(source, self.builtin_datasets, self.task)
         folder = Path(source) if builtin is None else _shapes_folder(request.cache_dir)
         train, val, names = read_detection_source(folder, request, masks=self.masks)
-        transform = _augmentation(request.augment)
+        transform = detection_augmentation(request.augment)
         labels = [BACKGROUND, *names]
         return TrainingData(
             train=(
@@ -185,6 +166,14 @@ class DetectionTraining:
         for value in losses[1:]:
             total = total + value
         return total
+
+    def write_predictions(
+        self, model: nn.Module, images: Sequence[Path], request: PredictRequest
+    ) -> dict[str, Any]:
+        """``predictions.json`` (COCO, with scores) and PNG overlays (``visionatlas predict``)."""
+        from visionatlas_detection.predictions import write_detections
+
+        return write_detections(model, images, request)
 
     def metrics(self, data: TrainingData) -> MetricCollection:
         """COCO ``map``, ``map_50``, ``map_75``, ``map_small/medium/large``, ``mar_*``."""

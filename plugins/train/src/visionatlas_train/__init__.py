@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     )
     from visionatlas_train.finetuning import TwoPhaseFinetuning
     from visionatlas_train.module import DivergedError, TrainingModule
+    from visionatlas_train.predict import PredictionResult, predict
 
 _LAZY = {
     "ConfigError": "visionatlas_train.config",
@@ -46,6 +47,8 @@ _LAZY = {
     "train": "visionatlas_train.engine",
     "VisionAtlasCheckpointIO": "visionatlas_train.checkpoint_io",
     "TwoPhaseFinetuning": "visionatlas_train.finetuning",
+    "PredictionResult": "visionatlas_train.predict",
+    "predict": "visionatlas_train.predict",
     "DivergedError": "visionatlas_train.module",
     "TrainingModule": "visionatlas_train.module",
 }
@@ -70,6 +73,7 @@ __all__ = [
     "EarlyStoppingConfig",
     "EvaluationResult",
     "OptimizerConfig",
+    "PredictionResult",
     "SchedulerConfig",
     "TrainConfig",
     "TrainError",
@@ -78,6 +82,7 @@ __all__ = [
     "TwoPhaseFinetuning",
     "VisionAtlasCheckpointIO",
     "evaluate",
+    "predict",
     "resolve_config",
     "train",
 ]

@@ -1,4 +1,4 @@
-"""``visionatlas train`` and ``visionatlas evaluate``.
+"""``visionatlas train``, ``visionatlas evaluate`` and ``visionatlas predict``.
 
 Errors are one line on stderr: exit 2 for usage errors (a bad setting, an unknown name),
 1 for the rest (bad data, a diverged run).
@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-__all__ = ["configure_evaluate", "configure_train"]
+__all__ = ["configure_evaluate", "configure_predict", "configure_train"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -248,3 +248,53 @@ def _print_evaluation(report: dict[str, Any]) -> None:
 
 def _row(row: Any) -> list[Any]:
     return list(row) if isinstance(row, list) else [row]
+
+
+def configure_predict(parser: argparse.ArgumentParser) -> None:
+    """The ``visionatlas predict`` arguments."""
+    parser.description = (
+        "Write a trained model's predictions on IMAGES (files or folders) into a new folder: "
+        "COCO JSON and PNG overlays of boxes, masks and class names for detection and "
+        "instance segmentation; mask PNGs and overlays for semantic segmentation. SOURCE is "
+        "a run folder (its best checkpoint), a checkpoint directory or NAME[@VERSION]."
+    )
+    parser.add_argument("source", metavar="SOURCE", help="RUN_DIR, checkpoint or NAME@VERSION")
+    parser.add_argument("images", nargs="+", metavar="IMAGES", help="image files or folders")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="a new folder")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        metavar="S",
+        help="leave out detections scoring below S (default 0.5)",
+    )
+    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument(
+        "--registry", metavar="DIR", help="model registry folder (default: $VISIONATLAS_REGISTRY)"
+    )
+    parser.set_defaults(handler=_predict)
+
+
+def _predict(args: argparse.Namespace) -> int:
+    prog = "visionatlas predict"
+    from visionatlas_train.predict import predict
+
+    try:
+        result = predict(
+            args.source,
+            args.images,
+            args.out,
+            score_threshold=args.score_threshold,
+            device=args.device,
+            registry=args.registry,
+        )
+    except Exception as err:
+        if not _reported(err):
+            raise
+        _print_error(prog, _describe(err))
+        return EXIT_FAILURE
+    counts = ", ".join(
+        f"{value} {name}" for name, value in result.summary.items() if isinstance(value, int)
+    )
+    print(f"{result.source}: {counts}; wrote {result.out}")
+    return EXIT_OK

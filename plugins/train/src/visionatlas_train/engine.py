@@ -798,7 +798,7 @@ def print_summary(summary: Mapping[str, Any], run_dir: Path, stream: TextIO | No
 
 
 # -- evaluation --------------------------------------------------------------------------------
-def _load_source(
+def load_source(
     source: Any, registry: Any, catalog: Catalog
 ) -> tuple[nn.Module, str, list[str], dict[str, Any], str]:
     """``(model, task, labels, stored train config, description)`` of what to evaluate."""
@@ -848,7 +848,7 @@ def _load_source(
     return model, entry.task, labels, config, f"registered model {entry.ref}"
 
 
-def _custom_run(
+def custom_fit_run(
     source: Any, catalog: Catalog
 ) -> tuple[CustomFitTraining, Path, dict[str, Any]] | None:
     """``(training, run folder, its config.json)`` if ``source`` is the run folder of a
@@ -889,7 +889,7 @@ def evaluate(
     ``config`` and ``sets``.
     """
     catalog = catalog or get_catalog()
-    custom = _custom_run(source, catalog)
+    custom = custom_fit_run(source, catalog)
     if custom is not None:
         from visionatlas_train.custom_fit import MODEL_DIR, evaluate_custom
 
@@ -902,7 +902,7 @@ def evaluate(
             lambda device: training_.load_model(model_dir, device=device), data,
             description=f"run {run_dir}", config=config, sets=sets, progress_bar=progress_bar,
         )  # fmt: skip
-    model, task, labels, stored, description = _load_source(source, registry, catalog)
+    model, task, labels, stored, description = load_source(source, registry, catalog)
     from visionatlas.lifecycle.rebuild import build_info_of
 
     info = build_info_of(model)

@@ -1,4 +1,4 @@
-"""Hook implementations of visionatlas-train: the ``train`` and ``evaluate`` commands.
+"""Hook implementations of visionatlas-train: ``train``, ``evaluate`` and ``predict``.
 
 Nothing heavy is imported here: the commands' parsers and the engine load on first use.
 """
@@ -29,5 +29,12 @@ def visionatlas_register_commands(registrar: Registrar) -> None:
             name="evaluate",
             help="a trained model's metrics on held-out data",
             configure="visionatlas_train.cli:configure_evaluate",
+        )
+    )
+    registrar.add_command(
+        CommandSpec(
+            name="predict",
+            help="write a trained model's predictions on images (JSON, masks, overlays)",
+            configure="visionatlas_train.cli:configure_predict",
         )
     )

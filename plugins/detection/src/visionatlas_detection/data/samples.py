@@ -99,6 +99,12 @@ class DetectionDataset(Dataset[tuple[torch.Tensor, dict[str, Any]]]):
             "image_id": record.image_id,
         }
         if self.masks:
+            unmasked = [a.annotation_id for a in kept if a.segmentation is None]
+            if unmasked:
+                raise ValueError(
+                    f"{record.path}: annotations {unmasked[:5]} have no mask; read the file "
+                    "with masks=True (instance segmentation needs a mask for every object)"
+                )
             stacked = [decode_mask(a.segmentation, *size) for a in kept]
             masks = torch.stack(stacked) if stacked else torch.zeros((0, *size), dtype=torch.uint8)
             target["masks"] = tv_tensors.Mask(masks)

@@ -15,14 +15,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["CLASSES", "write_synthetic_coco"]
+__all__ = ["CLASSES", "shape_outline", "textured_background", "write_synthetic_coco"]
 
 CLASSES = ("rectangle", "ellipse", "triangle")
 _MIN_VISIBLE = 24
 """Pixels an object must keep visible after the objects drawn over it (else dropped)."""
 
 
-def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+def textured_background(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """A ``(height, width, 3)`` float image: a random base colour, smooth noise, stripes."""
     from PIL import Image
 
     coarse = rng.normal(0, 28, (height // 16 + 1, width // 16 + 1, 3))
@@ -43,9 +44,10 @@ def _background(rng: np.random.Generator, height: int, width: int) -> np.ndarray
     return np.clip(image, 0, 255)
 
 
-def _outline(
+def shape_outline(
     kind: str, rng: np.random.Generator, cx: float, cy: float, size: float
 ) -> list[tuple[float, float]]:
+    """Corners of a ``kind`` (one of :data:`CLASSES`) about ``size`` pixels across."""
     if kind == "rectangle":
         w, h = size * rng.uniform(0.5, 1.0), size * rng.uniform(0.5, 1.0)
         return [
@@ -72,7 +74,7 @@ def _image(
     from pycocotools import mask as mask_utils
 
     height, width = (int(v) for v in rng.integers(128, 257, 2))
-    canvas = Image.fromarray(_background(rng, height, width).astype(np.uint8))
+    canvas = Image.fromarray(textured_background(rng, height, width).astype(np.uint8))
     owner = Image.new("I", (width, height), 0)  # which object each pixel shows (0: none)
     draw, owner_draw = ImageDraw.Draw(canvas), ImageDraw.Draw(owner)
     count = 0 if rng.random() < 0.05 else int(rng.integers(1, 7))
@@ -82,7 +84,7 @@ def _image(
         small = rng.random() < 0.25
         size = rng.uniform(10, 22) if small else rng.uniform(24, 0.5 * min(height, width))
         cx, cy = rng.uniform(0, width), rng.uniform(0, height)
-        points = _outline(kind, rng, cx, cy, size)
+        points = shape_outline(kind, rng, cx, cy, size)
         colour = tuple(int(v) for v in rng.integers(0, 256, 3))
         draw.polygon(points, fill=colour)
         owner_draw.polygon(points, fill=number)
