@@ -46,9 +46,10 @@ RECIPES = {
         "fcos",
         (
             'model.backbone="resnet18"',
-            "model.min_size=160",
-            "model.max_size=256",
+            "model.min_size=192",
+            "model.max_size=320",
             "model.fpn_channels=128",
+            "model.score_thresh=0.05",
             'optimizer.name="adamw"',
             "learning_rate=0.001",
             "weight_decay=0.0001",
@@ -56,6 +57,7 @@ RECIPES = {
             "epochs=36",
             "warmup_epochs=1",
             "gradient_clip=10.0",
+            'precision="bf16-mixed"',
         ),
         "val/map_50",
         0.7,
@@ -66,12 +68,15 @@ RECIPES = {
         "deeplabv3",
         (
             'model.backbone="resnet18"',
-            "input_size=[128,128]",
+            "model.output_stride=16",
+            "input_size=[160,160]",
             'optimizer.name="adamw"',
             "learning_rate=0.001",
-            "batch_size=8",
-            "epochs=30",
+            "batch_size=4",
+            "epochs=55",
+            'augment="flip,colour"',
             "warmup_epochs=1",
+            'precision="bf16-mixed"',
         ),
         "val/miou",
         0.7,
@@ -90,6 +95,7 @@ RECIPES = {
             "epochs=24",
             "warmup_epochs=1",
             "gradient_clip=10.0",
+            'precision="bf16-mixed"',
         ),
         "val/segm_map_50",
         None,
@@ -125,7 +131,9 @@ def main() -> int:
     parser.add_argument("--check", action="store_true", help="exit 1 if the target is missed")
     args = parser.parse_args()
     recipe = RECIPES[args.recipe]
-    recipe = Recipe(recipe.task, recipe.architecture, (*recipe.sets, *args.sets),
+    given = {setting.partition("=")[0] for setting in args.sets}  # overrides replace
+    kept = tuple(s for s in recipe.sets if s.partition("=")[0] not in given)
+    recipe = Recipe(recipe.task, recipe.architecture, (*kept, *args.sets),
                     recipe.metric, recipe.target, recipe.minutes)  # fmt: skip
     base = Path(tempfile.mkdtemp(prefix="visionatlas-dense-"))
     cache, run = base / "cache", args.out or base / "run"

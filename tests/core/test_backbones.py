@@ -383,8 +383,8 @@ def test_extra_kwargs() -> None:
     with pytest.raises(ValueError, match="norm_layer"):
         build("efficientnet_b5", extra_kwargs={"norm_layer": nn.BatchNorm2d})
 
-    with pytest.raises(ValueError, match="Dilation"):
-        build("resnet18", extra_kwargs={"replace_stride_with_dilation": [False, True, True]})
+    with pytest.raises(ValueError, match="3 booleans"):
+        build("resnet18", extra_kwargs={"replace_stride_with_dilation": [True]})
 
     dilated = build("resnet50", extra_kwargs={"replace_stride_with_dilation": [False, True, True]})
     small = build("mobilenet_v3_small", extra_kwargs={"dilated": True, "width_mult": 0.5})
@@ -395,6 +395,27 @@ def test_extra_kwargs() -> None:
         for level in backbone.feature_info:
             side = 64 // level.stride
             assert feats[level.name].shape[1:] == (level.channels, side, side)
+
+
+@pytest.mark.parametrize(
+    ("name", "dilation", "output_stride"),
+    [("resnet18", [False, True, True], 8), ("resnet34", [False, False, True], 16)],
+)
+def test_basic_block_resnets_dilate_as_timm_does(
+    name: str, dilation: list[bool], output_stride: int
+) -> None:
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    ours = build(name, extra_kwargs={"replace_stride_with_dilation": dilation}).eval()
+    reference = timm.create_model(name, output_stride=output_stride, num_classes=0).eval()
+    reference.load_state_dict(ours.state_dict(), strict=True)  # the same parameters
+    images = torch.randn(2, 3, 96, 80)
+    with torch.no_grad():
+        feats = ours.forward_multiscale(images)
+        expected = reference.forward_features(images)
+    assert ours.strides[-1] == output_stride
+    assert feats["feat4"].shape[-2:] == (96 // output_stride, 80 // output_stride)
+    torch.testing.assert_close(feats["feat4"], expected)
 
 
 # -- ViT at other resolutions ----------------------------------------------------------------

@@ -121,6 +121,8 @@ def test_unknown_backbone() -> None:
     [
         ("resnet50", 16, [4, 8, 16, 16]),
         ("resnet50", 8, [4, 8, 8, 8]),
+        ("resnet18", 8, [4, 8, 8, 8]),  # basic blocks, dilated after building
+        ("resnet34", 16, [4, 8, 16, 16]),
         ("mobilenet_v3_small", 16, [4, 8, 16, 16]),
         ("convnext_tiny", 32, [4, 8, 16, 32]),
     ],
@@ -139,7 +141,6 @@ def test_output_stride(backbone: str, output_stride: int, strides: list[int]) ->
     [
         ("convnext_tiny", 16, "cannot run at output_stride=16"),
         ("mobilenet_v3_small", 8, "cannot run at output_stride=8"),
-        ("resnet18", 8, "cannot be dilated to output_stride=8"),  # BasicBlock has no dilation
     ],
 )
 def test_output_stride_refused(backbone: str, output_stride: int, message: str) -> None:

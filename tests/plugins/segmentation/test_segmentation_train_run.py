@@ -61,7 +61,9 @@ def test_deeplabv3_trains_evaluates_and_predicts_masks(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_mask_rcnn_trains_on_coco_masks(tmp_path: Path) -> None:
-    from visionatlas_train import train
+    from pycocotools import mask as mask_utils
+
+    from visionatlas_train import predict, train
 
     root = write_synthetic_coco(tmp_path / "shapes", train=4, val=2, seed=0)
     run = tmp_path / "run"
@@ -79,3 +81,13 @@ def test_mask_rcnn_trains_on_coco_masks(tmp_path: Path) -> None:
     assert {"val/segm_map", "val/segm_map_50", "val/bbox_map", "val/segm_map_small"} <= set(rows[0])
     assert float(rows[-1]["train/loss"]) < float(rows[0]["train/loss"])
     assert result.labels == ["__background__", "rectangle", "ellipse", "triangle"]
+
+    out = tmp_path / "predicted"
+    predict(run, [root / "val" / "images"], out, score_threshold=0.0)
+    written = json.loads((out / "predictions.json").read_text())
+    assert written["annotations"], "a score threshold of 0 keeps every detection"
+    sizes = {entry["id"]: (entry["height"], entry["width"]) for entry in written["images"]}
+    for annotation in written["annotations"]:  # RLE masks at the image's size
+        rle = annotation["segmentation"]
+        assert tuple(rle["size"]) == sizes[annotation["image_id"]]
+        assert mask_utils.area(rle) == pytest.approx(annotation["area"])

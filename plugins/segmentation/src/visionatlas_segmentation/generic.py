@@ -93,8 +93,7 @@ def _with_output_stride(
         raise IncompatibleBackboneError(
             f"backbone {spec.name!r} ({spec.family}) cannot run at output_stride="
             f"{output_stride}; its own stride is {native}. Dilation is available for ResNets "
-            "with bottleneck blocks (ResNet-50 and deeper, ResNeXt, Wide ResNet: 8 or 16) and "
-            "MobileNetV3 (16)"
+            "(ResNet-18 and deeper, ResNeXt, Wide ResNet: 8 or 16) and MobileNetV3 (16)"
         )
     key, value = option
     if key in config.extra_kwargs:

@@ -16,7 +16,7 @@ per-family list first (MobileNetV3 and ConvNeXt would silently swallow unknown k
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,11 +235,50 @@ def _finish(backbone: TorchvisionBackbone, config: BackboneConfig) -> Torchvisio
     return backbone
 
 
+_BASIC_BLOCK_RESNETS = ("resnet18", "resnet34")
+
+
 def build_resnet(config: BackboneConfig) -> Backbone:
-    """ResNet-18/34/50/101/152, ResNeXt and Wide ResNet."""
-    model = _build_torchvision(_RESNET, config)
-    dilation = config.extra_kwargs.get("replace_stride_with_dilation") or ()
+    """ResNet-18/34/50/101/152, ResNeXt and Wide ResNet.
+
+    ``replace_stride_with_dilation`` works for every one: torchvision dilates the bottleneck
+    ResNets itself; ResNet-18/34 (basic blocks, which torchvision refuses to dilate) are
+    dilated after building, as timm does (the first block of a stage keeps the stage
+    before's dilation in its first convolution). Parameter shapes do not change.
+    """
+    dilation = list(config.extra_kwargs.get("replace_stride_with_dilation") or ())
+    basic = config.model_name in _BASIC_BLOCK_RESNETS and any(dilation)
+    if basic:
+        kwargs = {
+            k: v for k, v in config.extra_kwargs.items() if k != "replace_stride_with_dilation"
+        }
+        model = _build_torchvision(_RESNET, config.model_copy(update={"extra_kwargs": kwargs}))
+        _dilate_basic_blocks(model, dilation)
+    else:
+        model = _build_torchvision(_RESNET, config)
     return _finish(ResNetBackbone(model, name=config.model_name, dilation=dilation), config)
+
+
+def _dilate_basic_blocks(model: nn.Module, dilation: Sequence[bool]) -> None:
+    """Turn the stride of ``layer2``..``layer4`` (where ``dilation`` says so) into dilation."""
+    if len(dilation) != 3 or not all(isinstance(flag, bool) for flag in dilation):
+        raise ValueError(
+            f"replace_stride_with_dilation must be 3 booleans (layer2, layer3, layer4), got "
+            f"{list(dilation)!r}"
+        )
+    current = 1
+    for name, dilate in zip(("layer2", "layer3", "layer4"), dilation, strict=True):
+        previous, current = current, current * 2 if dilate else current
+        if current == 1:
+            continue
+        for index, block in enumerate(getattr(model, name)):
+            first = previous if index == 0 else current
+            for conv, rate in ((block.conv1, first), (block.conv2, current)):
+                conv.dilation, conv.padding = (rate, rate), (rate, rate)
+            if dilate:  # a stage after a dilated one keeps its stride, at the dilation reached
+                block.conv1.stride = (1, 1)
+                if block.downsample is not None:
+                    block.downsample[0].stride = (1, 1)
 
 
 def build_efficientnet(config: BackboneConfig) -> Backbone:
