@@ -3,6 +3,7 @@
     uv run python benchmarks/dense_training.py fcos          # box mAP@0.5 >= 0.7 in 15 min
     uv run python benchmarks/dense_training.py deeplabv3     # mean IoU >= 0.7 in 10 min
     uv run python benchmarks/dense_training.py maskrcnn      # mask mAP, reported
+    uv run python benchmarks/dense_training.py rotated_fcos  # rotated mAP@0.5 >= 0.7 in 15 min
     uv run python benchmarks/dense_training.py fcos --check  # exit 1 when a target is missed
 
 Each recipe is one ``visionatlas train`` command on ``builtin:shapes`` from random
@@ -99,6 +100,27 @@ RECIPES = {
         ),
         "val/segm_map_50",
         None,
+        15,
+    ),
+    "rotated_fcos": Recipe(
+        "oriented_object_detection",
+        "rotated_fcos",
+        (
+            'model.backbone="resnet18"',
+            "model.min_size=192",
+            "model.max_size=320",
+            "model.fpn_channels=128",
+            'optimizer.name="adamw"',
+            "learning_rate=0.001",
+            "weight_decay=0.0001",
+            "batch_size=4",
+            "epochs=18",
+            "warmup_epochs=1",
+            "gradient_clip=10.0",
+            'precision="bf16-mixed"',
+        ),
+        "val/map_50",
+        0.7,
         15,
     ),
 }

@@ -73,6 +73,16 @@ def _check_detections(output: Any, size: int) -> None:
             assert tuple(detections["masks"].shape[:2]) == (n, 1)
 
 
+def _check_rotated_detections(output: Any, size: int) -> None:
+    assert isinstance(output, list)
+    assert len(output) == BATCH
+    for detections in output:
+        n = detections["boxes"].shape[0]
+        assert tuple(detections["boxes"].shape) == (n, 5)
+        assert tuple(detections["polygons"].shape) == (n, 4, 2)
+        assert tuple(detections["labels"].shape) == tuple(detections["scores"].shape) == (n,)
+
+
 def _check_anomaly_maps(output: Any, size: int) -> None:
     assert isinstance(output, torch.Tensor)
     assert tuple(output.shape) == (BATCH, size, size)
@@ -84,6 +94,7 @@ OUTPUT_CHECKS: dict[str, Callable[[Any, int], None]] = {
     "segmentation": _check_dense_logits,
     "object_detection": _check_detections,
     "instance_segmentation": _check_detections,
+    "oriented_object_detection": _check_rotated_detections,
     "anomaly_detection": _check_anomaly_maps,
 }
 
@@ -144,6 +155,7 @@ INPUT_KINDS = {
     "segmentation": "image_batch",
     "object_detection": "image_list",
     "instance_segmentation": "image_list",
+    "oriented_object_detection": "image_list",
 }
 """What the first-party tasks declare; other tasks may declare nothing (no check)."""
 DEMOS = [(task, _CATALOG.get_task(task).demo_architecture) for task in _CATALOG.list_tasks()]
