@@ -194,7 +194,7 @@ def test_builtin_shapes_and_the_evaluation_split(tmp_path: Path) -> None:
     )
     assert data.train is not None
     assert data.val is not None
-    assert (len(data.train), len(data.val)) == (160, 40)
+    assert (len(data.train), len(data.val)) == (480, 40)
     assert data.labels == ["background", "rectangle", "ellipse", "triangle"]
     image, mask = data.train[0]
     assert image.shape == (3, 64, 64)

@@ -30,7 +30,7 @@ __all__ = ["SemanticSegmentationTraining"]
 SHAPES = "shapes"
 _SHAPES_DESCRIPTION = (
     "synthetic rectangles, ellipses and triangles on textured backgrounds, 128-256 px, "
-    "mask folders with ignored borders (160 train, 40 val images)"
+    "mask folders with ignored borders (480 train, 40 val images)"
 )
 
 
@@ -44,7 +44,7 @@ def _shapes_folder(cache_dir: Path | None) -> Path:
     def write(folder: Path) -> None:
         write_synthetic_masks(folder)
 
-    target = dataset_cache_dir(cache_dir) / f"segmentation-{SHAPES}-v1"
+    target = dataset_cache_dir(cache_dir) / f"segmentation-{SHAPES}-v2"
     return written_atomically(target, write, complete=complete)
 
 

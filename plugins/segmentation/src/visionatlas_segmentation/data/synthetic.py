@@ -52,7 +52,7 @@ def _sample(rng: np.random.Generator, image_path: Path, mask_path: Path) -> None
 
 
 def write_synthetic_masks(
-    root: str | Path, *, train: int = 160, val: int = 40, seed: int = 0
+    root: str | Path, *, train: int = 480, val: int = 40, seed: int = 0
 ) -> Path:
     """Write ``root/{train,val}/{images,masks}/*.png`` and ``root/classes.txt``."""
     base = Path(root)
