@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from visionatlas_oriented import iou as iou_module
+from visionatlas_oriented import nms as nms_module
 from visionatlas_oriented.boxes import (
     ANGLE_MAX,
     ANGLE_MIN,
@@ -377,6 +378,16 @@ def test_nms_keeps_what_a_greedy_loop_over_shapely_polygons_keeps(threshold: flo
         assert kept.tolist() == shapely_nms(boxes.to(dtype), scores.to(dtype), threshold)
     assert 20 <= kept.numel() < 160
     assert bool((scores[kept].diff() <= 0).all())  # decreasing score order
+
+
+def test_nms_in_small_bands_and_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    boxes, scores = clustered_boxes(20, 8, seed=16)
+    labels = torch.arange(160) % 2
+    expected = rotated_nms(boxes, scores, 0.3), batched_rotated_nms(boxes, scores, labels, 0.3)
+    monkeypatch.setattr(nms_module, "_BAND_ROWS", 5)
+    monkeypatch.setattr(nms_module, "_PAIR_CHUNK", 7)
+    assert rotated_nms(boxes, scores, 0.3).tolist() == expected[0].tolist()
+    assert batched_rotated_nms(boxes, scores, labels, 0.3).tolist() == expected[1].tolist()
 
 
 def test_nms_suppression_is_strictly_above_the_threshold() -> None:

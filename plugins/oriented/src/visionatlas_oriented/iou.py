@@ -61,26 +61,18 @@ def _box_table(boxes: Tensor, dtype: torch.dtype) -> Tensor:
     return torch.stack((cx, cy, half_w, half_h, torch.cos(angle), torch.sin(angle), radius))
 
 
-def _candidate_pairs(
-    table1: Tensor, table2: Tensor, *, upper: bool = False
-) -> tuple[Tensor, Tensor]:
-    """Indices ``(i, j)`` in row-major order of the pairs whose circumscribed circles
-    overlap (only ``j > i`` with ``upper``, for one set against itself)."""
+def _candidate_pairs(table1: Tensor, table2: Tensor) -> tuple[Tensor, Tensor]:
+    """Indices ``(i, j)``, in row-major order, of the pairs whose circumscribed circles
+    overlap, in blocks of rows (memory stays bounded)."""
     n, m = table1.shape[1], table2.shape[1]
     rows_per_block = max(1, _MASK_BLOCK // max(m, 1))
     found_i, found_j = [], []
     for start in range(0, n, rows_per_block):
-        stop = min(n, start + rows_per_block)
-        first = start if upper else 0  # with upper, columns before the block are all j < i
-        a, b = table1[:, start:stop, None], table2[:, None, first:]
+        a, b = table1[:, start : start + rows_per_block, None], table2[:, None, :]
         distance = (a[0] - b[0]).square_().add_((a[1] - b[1]).square_())
-        reach = (a[6] + b[6]).square_()
-        near = distance < reach
-        if upper:
-            near = torch.triu(near, diagonal=1)
-        i, j = near.nonzero(as_tuple=True)
+        i, j = (distance < (a[6] + b[6]).square_()).nonzero(as_tuple=True)
         found_i.append(i + start)
-        found_j.append(j + first)
+        found_j.append(j)
     if not found_i:
         empty = torch.empty(0, dtype=torch.int64, device=table1.device)
         return empty, empty
