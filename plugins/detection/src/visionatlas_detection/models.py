@@ -25,6 +25,7 @@ __all__ = [
     "RetinaNetDetector",
     "SSDDetector",
     "attach",
+    "freeze_stages",
     "reset_box_predictor",
 ]
 
@@ -81,16 +82,7 @@ class Detector(nn.Module):
         (5 for ResNet, 6 for SSDLite's MobileNetV3) trains it all. The FPN and the heads are
         not touched.
         """
-        stages = self._backbone_stages
-        if not 0 <= trainable_layers <= len(stages):
-            raise ValueError(
-                f"trainable_layers must be between 0 and {len(stages)} (the backbone's "
-                f"stages), got {trainable_layers}"
-            )
-        for stage in stages:
-            stage.requires_grad_(False)
-        for stage in stages[len(stages) - trainable_layers :]:
-            stage.requires_grad_(True)
+        freeze_stages(self._backbone_stages, trainable_layers)
 
     def unfreeze_backbone(self) -> None:
         """Make every backbone parameter trainable."""
@@ -116,6 +108,19 @@ class Detector(nn.Module):
         """Replace the class-dependent layers with freshly initialised ones for
         ``num_classes`` (background included), keeping every other weight."""
         raise NotImplementedError
+
+
+def freeze_stages(stages: Sequence[nn.Module], trainable_layers: int) -> None:
+    """Freeze ``stages`` (stem first) except the last ``trainable_layers`` of them."""
+    if not 0 <= trainable_layers <= len(stages):
+        raise ValueError(
+            f"trainable_layers must be between 0 and {len(stages)} (the backbone's "
+            f"stages), got {trainable_layers}"
+        )
+    for stage in stages:
+        stage.requires_grad_(False)
+    for stage in stages[len(stages) - trainable_layers :]:
+        stage.requires_grad_(True)
 
 
 DetectorT = TypeVar("DetectorT", bound=Detector)

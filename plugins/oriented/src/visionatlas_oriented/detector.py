@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from visionatlas_detection.inputs import DetectionInputError, as_image_list
+from visionatlas_detection.models import freeze_stages
 from visionatlas_oriented.boxes import boxes_problem, boxes_to_corners, normalize_boxes
 from visionatlas_oriented.losses import LossSettings
 from visionatlas_oriented.nms import batched_rotated_nms
@@ -194,16 +195,7 @@ class OrientedDetector(nn.Module):
     def freeze_backbone(self, trainable_layers: int = 0) -> None:
         """Freeze the backbone except its last ``trainable_layers`` stages (FPN and head
         stay trainable)."""
-        stages = self._backbone_stages
-        if not 0 <= trainable_layers <= len(stages):
-            raise ValueError(
-                f"trainable_layers must be between 0 and {len(stages)} (the backbone's "
-                f"stages), got {trainable_layers}"
-            )
-        for stage in stages:
-            stage.requires_grad_(False)
-        for stage in stages[len(stages) - trainable_layers :]:
-            stage.requires_grad_(True)
+        freeze_stages(self._backbone_stages, trainable_layers)
 
     def unfreeze_backbone(self) -> None:
         """Make every backbone parameter trainable."""
